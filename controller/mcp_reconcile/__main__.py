@@ -1,0 +1,3 @@
+from mcp_reconcile.cli import main
+
+raise SystemExit(main())

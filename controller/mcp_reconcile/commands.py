@@ -1,0 +1,122 @@
+"""One function per command: wire the stages together and turn the result into an exit code."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+from mcp_reconcile import render
+from mcp_reconcile.cli import Options
+from mcp_reconcile.desired import load_desired
+from mcp_reconcile.errors import McpReconcileError
+from mcp_reconcile.manifest import load_manifests
+from mcp_reconcile.observe import observe
+from mcp_reconcile.plan import plan
+from mcp_reconcile.store import StateDir
+
+
+def _print_problems(load_problems: list, warnings: list[str]) -> None:  # type: ignore[type-arg]
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if load_problems:
+        print(render.problems_text(load_problems), file=sys.stderr)
+
+
+def cmd_validate(opts: Options) -> int:
+    load = load_manifests(opts.manifest_paths())
+    if opts.output == "json":
+        import json
+
+        print(json.dumps({"valid": not load.problems, "servers": sorted(load.files),
+                          "problems": [render.problem_json(p) for p in load.problems],
+                          "warnings": load.warnings}, indent=2))
+    else:
+        _print_problems(load.problems, load.warnings)
+        if not load.problems:
+            print(f"{len(load.specs)} server(s) valid: {', '.join(s.name for s in load.specs) or '(none)'}")
+    return render.EXIT_ERROR if load.problems else render.EXIT_OK
+
+
+def cmd_plan(opts: Options) -> int:
+    state = StateDir(opts.state_dir)
+    desired = load_desired(opts.manifest_paths(), state, create_key=False)
+    specs = desired.load.by_name
+    observed = observe(state, specs)
+    the_plan = plan(specs, observed, now=time.monotonic(), protected=desired.protected)
+    if opts.output == "json":
+        print(render.plan_json(the_plan, desired.load.problems))
+        for w in desired.load.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+    else:
+        _print_problems(desired.load.problems, desired.load.warnings)
+        print(render.plan_text(the_plan))
+    return render.plan_exit_code(the_plan, detailed=opts.detailed_exitcode, had_errors=bool(desired.load.problems))
+
+
+def cmd_import(opts: Options) -> int:
+    from mcp_reconcile.importer import import_config
+
+    return import_config(opts)
+
+
+def cmd_apply(opts: Options) -> int:
+    from mcp_reconcile.oneshot import apply_once
+
+    return apply_once(opts)
+
+
+def cmd_run(opts: Options) -> int:
+    from mcp_reconcile.loop.controller import run_controller
+
+    return run_controller(opts)
+
+
+def cmd_stop_all(opts: Options) -> int:
+    from mcp_reconcile.oneshot import stop_all
+
+    return stop_all(opts)
+
+
+def cmd_status(opts: Options) -> int:
+    from mcp_reconcile.status import show_status
+
+    return show_status(opts)
+
+
+def cmd_events(opts: Options) -> int:
+    from mcp_reconcile.status import show_events
+
+    return show_events(opts)
+
+
+def cmd_logs(opts: Options) -> int:
+    from mcp_reconcile.status import show_logs
+
+    return show_logs(opts)
+
+
+def cmd_test(opts: Options) -> int:
+    from mcp_reconcile.testcmd import run_tests
+
+    return run_tests(opts)
+
+
+COMMANDS: dict[str, Callable[[Options], int]] = {
+    "validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "run": cmd_run, "import": cmd_import,
+    "stop-all": cmd_stop_all, "status": cmd_status, "events": cmd_events, "logs": cmd_logs, "test": cmd_test,
+}
+
+
+def dispatch(opts: Options) -> int:
+    from mcp_reconcile import events
+
+    events.configure_silent()
+    try:
+        return COMMANDS[opts.command](opts)
+    except McpReconcileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return render.EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,147 @@
+"""HostEffects: the real world behind apply's Effects seam (installers, runners, the test suite).
+
+Starting a server spawns its runner (`python -m mcp_reconcile.runner`) in a session of its own and waits,
+bounded, for the runner's record to say it serves (or that the server exited). Stopping asks the runner to
+stop (it closes stdin, SIGTERMs and SIGKILLs the server's group), then reaps whatever is left of the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from mcp_reconcile import install, proc
+from mcp_reconcile.errors import PermanentError, TransientError
+from mcp_reconcile.events import get_logger
+from mcp_reconcile.ledger import Ledger
+from mcp_reconcile.model import RUNTIME_FIELDS, ServerSpec
+from mcp_reconcile.observe import runner_liveness
+from mcp_reconcile.store import RunRecord, StateDir
+
+log = get_logger()
+
+# How long a runner may take from spawn to serving when the manifest sets no tests.startupTimeoutSeconds
+# (npx-free installs start in well under a second; a cold Python venv can take a few).
+DEFAULT_STARTUP_TIMEOUT_S = 60.0
+# How often the start waits re-read the run record; the runner writes it once when serving.
+RECORD_POLL_S = 0.02
+# Extra time a runner gets beyond the server's own stop timeout (two bounded waits inside the runner).
+RUNNER_STOP_SLACK_S = 5.0
+# Bound on reaping a leftover process group after its runner died.
+LEFTOVER_KILL_TIMEOUT_S = 5.0
+
+
+@dataclass
+class HostEffects:
+    state: StateDir
+    ledger: Ledger
+    base_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    force: bool = False
+    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    async def install(self, spec: ServerSpec) -> str:
+        record, changed = await install.ensure_installed(spec, self.state, force=self.force)
+        version = record.get("resolved_version", "?")
+        return f"installed {version}" if changed else f"already installed {version}"
+
+    async def uninstall(self, name: str) -> str:
+        removed = await install.uninstall(name, self.state)
+        self.ledger.forget(name)
+        return "removed" if removed else "nothing installed"
+
+    async def start(self, spec: ServerSpec) -> str:
+        record = self.state.read_install(spec.name)
+        if not record:
+            raise PermanentError(spec.name, "start", "not installed")
+        launch = install.launch_spec(spec, record, self.base_env)
+        self.reap_leftovers(spec.name)
+        self.state.remove_run(spec.name)
+        argv = [sys.executable, "-m", "mcp_reconcile.runner", "--state-dir", str(self.state.root),
+                "--name", spec.name, "--generation", spec.runtime_generation,
+                "--stop-timeout", str(spec.stop_timeout_s), "--", *launch.argv]
+        self.state.ensure()
+        child = proc.spawn_runner(argv, dict(launch.env), log_path=self.state.root / "logs" / f"{spec.name}.runner.log")
+        self.children[spec.name] = child
+        self.ledger.update(spec.name, file=spec.origin.file, generation=spec.generation,
+                           runtime_generation=spec.runtime_generation,
+                           runtime_digests={k: v for k, v in spec.digests.items()
+                                            if any(k == f or k.startswith(f + ".") for f in RUNTIME_FIELDS)},
+                           stop_timeout_s=spec.stop_timeout_s, tested_generation=None, test_passed=None,
+                           healthy=None, consecutive_probe_failures=0)
+        timeout = float(spec.tests.raw.get("startupTimeoutSeconds", DEFAULT_STARTUP_TIMEOUT_S))
+        run = await self.wait_until_serving(spec.name, child, timeout_s=timeout)
+        return f"serving at {run.get('endpoint')} ({run.get('era')} era, pid {run.get('server_pid')})"
+
+    async def wait_until_serving(self, name: str, child: subprocess.Popen[bytes], *, timeout_s: float) -> RunRecord:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            run = self.state.read_run(name) or {}
+            if run.get("state") == "running" and run.get("endpoint"):
+                return run
+            exited = run.get("state") == "exited" or child.poll() is not None
+            if exited:
+                child.poll()
+                exit_info = run.get("exit") or {}
+                raise TransientError(name, "start", f"server exited during startup (code {exit_info.get('code')}, "
+                                     f"signal {exit_info.get('signal')}){self._last_log_line(name)}")
+            if time.monotonic() > deadline:
+                await asyncio.to_thread(proc.stop_runner, child, timeout_s=RUNNER_STOP_SLACK_S)
+                raise TransientError(name, "start", f"not serving within {timeout_s:.0f}s (startup timeout)"
+                                     f"{self._last_log_line(name)}")
+            await asyncio.sleep(RECORD_POLL_S)
+
+    def _last_log_line(self, name: str) -> str:
+        try:
+            with open(self.state.log_path(name), "rb") as fh:
+                fh.seek(max(0, os.fstat(fh.fileno()).st_size - 2048))
+                lines = [ln for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            return ""
+        return f"; last log line: {lines[-1][:300]}" if lines else ""
+
+    async def stop(self, name: str) -> str:
+        run = self.state.read_run(name)
+        detail = "not running"
+        child = self.children.pop(name, None)
+        if run and run.get("state") != "exited" and runner_liveness(run).alive:
+            stop_timeout = float(self.ledger.get(name).get("stop_timeout_s", 5.0))
+            timeout_s = 2 * stop_timeout + RUNNER_STOP_SLACK_S
+            target = child if child is not None and child.pid == run.get("runner_pid") else run["runner_pid"]
+            await asyncio.to_thread(proc.stop_runner, target, timeout_s=timeout_s)
+            detail = "stopped"
+        if child is not None and child.poll() is None:
+            await asyncio.to_thread(proc.stop_runner, child, timeout_s=RUNNER_STOP_SLACK_S)
+        self.reap_leftovers(name, run)
+        self.state.remove_run(name)
+        return detail
+
+    def reap_leftovers(self, name: str, run: RunRecord | None = None) -> bool:
+        """Kill what is left of a server's process group when its runner is gone (kill -9, crash)."""
+        run = run if run is not None else self.state.read_run(name)
+        pgid = run.get("server_pgid") if run else None
+        if not pgid:
+            return False
+        if run and run.get("state") != "exited" and runner_liveness(run).alive:
+            return False
+        killed = proc.kill_group_and_wait(pgid, timeout_s=LEFTOVER_KILL_TIMEOUT_S)
+        if killed:
+            log.warning("server.leftovers_reaped", server=name, pgid=pgid)
+        return killed
+
+    async def test(self, spec: ServerSpec) -> str:
+        from mcp_reconcile.testcmd import test_one
+
+        report = await test_one(spec, self.state, self.base_env)
+        passed = bool(report.passed)
+        failed = [c for c in report.checks if c.status == "fail"]
+        message = "all checks passed" if passed else "; ".join(f"{c.name}: {c.message}" for c in failed[:3])
+        self.ledger.update(spec.name, tested_generation=spec.runtime_generation, test_passed=passed,
+                           test_message=message)
+        if not passed:
+            raise PermanentError(spec.name, "test", message)
+        return f"{len(report.checks)} checks passed ({report.era} era)"

@@ -1,0 +1,334 @@
+"""`mcp-reconcile run`: the long-running, level-triggered controller.
+
+Manifest edits (watchdog), runner exits (pidfd), probe results and the resync timer only enqueue server
+names; workers take one name at a time from a de-duplicating queue and run a full per-server pass:
+observe -> plan -> apply -> record status. A per-server pass never waits for another server, so a
+crashing server never delays the others; its restarts are delayed by CrashLoopBackOff instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from mcp_reconcile import events, render
+from mcp_reconcile.alerts import AlertSink, alert_kind, make_alert
+from mcp_reconcile.apply import Limits, apply_plan
+from mcp_reconcile.cli import Options
+from mcp_reconcile.desired import load_desired
+from mcp_reconcile.effects import HostEffects
+from mcp_reconcile.ledger import Ledger
+from mcp_reconcile.loop.backoff import Backoff, BackoffState
+from mcp_reconcile.loop.clock import Clock, SystemClock
+from mcp_reconcile.loop.exits import ExitWatcher
+from mcp_reconcile.loop.health import HealthMonitor
+from mcp_reconcile.loop.queue import QueueShutDown, WorkQueue
+from mcp_reconcile.loop.watch import ManifestWatcher
+from mcp_reconcile.model import ActionKind, DesiredState, Observed, ServerSpec
+from mcp_reconcile.observe import observe_server, with_memory
+from mcp_reconcile.plan import plan
+from mcp_reconcile.readiness import record_status
+from mcp_reconcile.reports import write_health_report
+from mcp_reconcile.store import StateDir
+from mcp_reconcile.systemd import Notifier
+
+# A server whose dependencies are not Ready yet is looked at again after this long.
+DEPENDENCY_WAIT_S = 1.0
+# How often the health report and the systemd STATUS line are refreshed.
+REPORT_INTERVAL_S = 5.0
+
+
+class Controller:
+    def __init__(self, opts: Options, state: StateDir, *, clock: Clock | None = None) -> None:
+        self.opts = opts
+        self.state = state
+        self.clock = clock or SystemClock()
+        self.ledger = Ledger(state)
+        self.queue = WorkQueue(self.clock)
+        self.effects = HostEffects(state, self.ledger, force=opts.force)
+        self.desired: dict[str, ServerSpec] = {}
+        self.protected: set[str] = set()
+        self.backoff: dict[str, BackoffState] = {}
+        self.notifier = Notifier(unset_environment=True)
+        self.alerts = AlertSink(opts.webhook_url)
+        self.log = events.get_logger()
+        self.first_pass: set[str] = set()
+        self.ready_sent = False
+        self._stop = asyncio.Event()
+
+    # desired state ------------------------------------------------------------------------------
+    def reload(self, reason: str) -> set[str]:
+        """Reload every manifest; keep the last good spec of servers whose manifest is broken.
+
+        Returns the names whose desired state changed (new, changed, removed).
+        """
+        desired = load_desired(self.opts.manifest_paths(), self.state, create_key=True)
+        events.REDACTOR.add(desired.load.secret_values())
+        for p in desired.load.problems:
+            self.log.error("manifest.rejected", file=p.file, document=p.doc_index, path=p.json_path,
+                           error=p.reason, reason=reason)
+        new = desired.load.by_name
+        keep = {n: s for n, s in self.desired.items() if n in desired.protected and n not in new}
+        merged = {**keep, **new}
+        changed = {n for n in set(merged) | set(self.desired)
+                   if n not in merged or n not in self.desired or merged[n].generation != self.desired[n].generation
+                   or merged[n].desired_state != self.desired[n].desired_state}
+        self.protected = desired.protected - set(keep)
+        self.desired = merged
+        if changed:
+            self.log.info("manifest.loaded", servers=len(merged), changed=sorted(changed), reason=reason)
+        return changed
+
+    def on_manifests_changed(self, paths: set[Path]) -> None:
+        for name in self.reload(f"{len(paths)} file(s) changed"):
+            if name in self.backoff:   # an edit cuts a crash-loop wait short
+                self.backoff[name] = BackoffState()
+            self.queue.add(name)
+
+    # events from the world ----------------------------------------------------------------------
+    def on_runner_exit(self, name: str) -> None:
+        self.health.forget(name)
+        self.log.info("runner.exited", server=name)
+        self.queue.add(name)
+
+    def on_probe(self, name: str, result: Any) -> None:
+        entry = self.ledger.get(name)
+        failures = 0 if result.ok else int(entry.get("consecutive_probe_failures", 0)) + 1
+        was_healthy = entry.get("healthy")
+        self.ledger.update(name, healthy=result.ok, consecutive_probe_failures=failures,
+                           last_probe={"ok": result.ok, "latency_ms": result.latency_ms, "at": time.time(),
+                                       "error": result.error, "era": result.era})
+        spec = self.desired.get(name)
+        if result.ok:
+            self.backoff[name] = self._policy(name).healthy(self.backoff.get(name, BackoffState()), self.clock.now())
+        else:
+            self.log.warning("probe.failed", server=name, error=result.error, failures=failures)
+        threshold = spec.health.failure_threshold if spec else 3
+        if was_healthy != result.ok or failures >= threshold:
+            self.queue.add(name)
+
+    # the per-server pass ------------------------------------------------------------------------
+    def _policy(self, name: str) -> Backoff:
+        b = self.desired[name].restart_backoff if name in self.desired else None
+        return Backoff(initial_s=b.initial_s, max_s=b.max_s, reset_after_s=b.reset_after_s) if b else \
+            Backoff(initial_s=1.0, max_s=60.0, reset_after_s=120.0)
+
+    def _observe(self, name: str) -> Any:
+        obs = with_memory(observe_server(self.state, name), self.ledger.get(name))
+        b = self.backoff.get(name)
+        return replace(obs, backoff_until=b.until if b and b.until else None)
+
+    def _deps_ready(self, spec: ServerSpec) -> list[str]:
+        waiting = []
+        for dep in spec.depends_on:
+            entry = self.ledger.get(dep)
+            ready = any(c["type"] == "Ready" and c["status"] == "True" for c in entry.get("conditions", []))
+            if not ready:
+                waiting.append(dep)
+        return waiting
+
+    async def reconcile(self, name: str) -> None:
+        spec = self.desired.get(name)
+        if name in self.protected:
+            return
+        obs = self._observe(name)
+        if obs.last_exit_code is not None or obs.stale_run_record:
+            self._note_exit(name, obs)
+            obs = self._observe(name)
+        desired = {name: spec} if spec else {}
+        the_plan = plan(desired, Observed(MappingProxyType({name: obs})), now=self.clock.now())
+        for d in the_plan.deferred:
+            self.queue.add(name, after_s=max(0.0, d.until - self.clock.now()))
+        starts = [a for a in the_plan.actions if a.kind in (ActionKind.start, ActionKind.restart)]
+        if spec and starts and self._deps_ready(spec):
+            self.log.info("server.waiting", server=name, reason=f"dependencies not Ready: {self._deps_ready(spec)}")
+            self.queue.add(name, after_s=DEPENDENCY_WAIT_S)
+            the_plan = replace(the_plan, actions=tuple(a for a in the_plan.actions if a not in starts
+                                                       and a.kind is not ActionKind.test))
+        if the_plan.actions:
+            self.log.info("plan.computed", server=name, summary=render.summary_line(the_plan),
+                          actions=[f"{a.kind.value}: {a.reason}" for a in the_plan.actions])
+            outcomes = await apply_plan(the_plan, desired, self.effects, limits=Limits(1, 1, 1))
+            for o in outcomes:
+                if o.action.kind is ActionKind.restart and o.action.reason.startswith("unhealthy"):
+                    self._count_restart(name, o.action.reason)
+                if not o.ok and o.action.kind in (ActionKind.start, ActionKind.restart):
+                    self._failed(name, o.error or "start failed")
+                elif not o.ok and not o.skipped:
+                    self.ledger.update(name, failed_reason=o.error if o.action.kind is not ActionKind.test else None)
+                    self._failed(name, o.error or "failed")
+                elif o.ok and o.action.kind in (ActionKind.install, ActionKind.upgrade):
+                    self.ledger.update(name, failed_reason=None)
+        self._after_pass(name, spec)
+
+    def _note_exit(self, name: str, obs: Any) -> None:
+        """A runner that exited (or vanished): count the restart, grow the backoff, clear the record."""
+        reason = obs.stale_reason or f"exit code {obs.last_exit_code}"
+        self.health.forget(name)
+        self.effects.reap_leftovers(name)
+        self.state.remove_run(name)
+        spec = self.desired.get(name)
+        if spec and spec.desired_state is DesiredState.running:
+            self._count_restart(name, reason)
+            self._failed(name, f"server exited ({reason})")
+        self.ledger.update(name, last_exit={"code": obs.last_exit_code, "reason": reason, "at": time.time()},
+                           healthy=None, consecutive_probe_failures=0)
+
+    def _count_restart(self, name: str, reason: str) -> None:
+        restarts = int(self.ledger.get(name).get("restarts", 0)) + 1
+        self.ledger.update(name, restarts=restarts)
+        self.log.warning("server.restarting", server=name, restarts=restarts, reason=reason)
+
+    def _failed(self, name: str, error: str) -> None:
+        policy = self._policy(name)
+        state = policy.failed(self.backoff.get(name, BackoffState()), self.clock.now())
+        self.backoff[name] = state
+        crash_loop = policy.in_crash_loop(state)
+        self.ledger.update(name, in_crash_loop=crash_loop, backoff_delay_s=round(state.delay_s, 3))
+        self.log.warning("server.backoff", server=name, delay_s=round(state.delay_s, 3), failures=state.failures,
+                         crash_loop=crash_loop, error=error)
+        self.queue.add(name, after_s=state.delay_s)
+
+    def _after_pass(self, name: str, spec: ServerSpec | None) -> None:
+        obs = self._observe(name)
+        b = self.backoff.get(name)
+        if b and b.failures and obs.running and obs.healthy:
+            self.ledger.update(name, in_crash_loop=False)
+        if obs.running and spec:
+            run = self.state.read_run(name) or {}
+            if run.get("runner_pid"):
+                self.exits.watch(name, run["runner_pid"])
+            if obs.endpoint:
+                self.health.ensure(name, obs.endpoint, interval_s=spec.health.interval_s,
+                                   timeout_s=spec.health.timeout_s)
+        elif not obs.running:
+            self.health.forget(name)
+            self.exits.forget(name)
+        previous = self.ledger.get(name).get("phase")
+        entry = record_status(self.ledger, spec, obs, now=time.time())
+        if entry.get("phase") != previous:
+            kind = alert_kind(previous, entry["phase"])
+            if kind:
+                self.alerts.notify(make_alert(kind, name, phase=entry["phase"], previous_phase=previous,
+                                              message=entry.get("message", "")))
+            if entry["phase"] == "Running":   # dependents may be waiting for this one
+                for other in self.desired.values():
+                    if name in other.depends_on:
+                        self.queue.add(other.name)
+        if spec is None and not obs.installed and not obs.running:
+            self.ledger.forget(name)
+        self.ledger.save()
+        self.first_pass.discard(name)
+        if not self.first_pass and not self.ready_sent:
+            self.ready_sent = True
+            self.notifier.ready(self.summary())
+            self.log.info("controller.ready", summary=self.summary())
+
+    # housekeeping -------------------------------------------------------------------------------
+    def summary(self) -> str:
+        phases = [self.ledger.get(n).get("phase", "Pending") for n in self.ledger.names()]
+        ready = sum(1 for n in self.ledger.names()
+                    if any(c["type"] == "Ready" and c["status"] == "True"
+                           for c in self.ledger.get(n).get("conditions", [])))
+        failing = sum(1 for p in phases if p in ("Failed", "CrashLoopBackOff", "Degraded"))
+        return f"{len(phases)} servers: {ready} ready, {failing} failing"
+
+    async def _worker(self) -> None:
+        while True:
+            try:
+                name = await self.queue.get()
+            except QueueShutDown:
+                return
+            try:
+                await self.reconcile(name)
+            except Exception as exc:  # one server's bug must not kill the controller
+                self.log.exception("reconcile.crashed", server=name, error=str(exc))
+                self._failed(name, str(exc))
+            finally:
+                self.queue.done(name)
+
+    async def _every(self, interval_s: float, fn: Any) -> None:
+        while True:
+            await self.clock.sleep(interval_s)
+            fn()
+
+    def _resync(self) -> None:
+        self.reload("resync")
+        for name in set(self.desired) | self.state.known_servers():
+            self.queue.add(name)
+
+    def _report(self) -> None:
+        servers = {n: {k: self.ledger.get(n).get(k) for k in ("phase", "message", "conditions", "last_probe",
+                                                               "restarts", "backoff_delay_s")}
+                   for n in self.ledger.names()}
+        write_health_report(self.state, servers)
+        self.notifier.status(self.summary())
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.exits = ExitWatcher(loop, self.on_runner_exit)
+        self.health = HealthMonitor(self.clock, self.on_probe)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        self.reload("startup")
+        names = set(self.desired) | self.state.known_servers()
+        self.first_pass = set(names) - self.protected
+        self.log.info("controller.started", servers=len(self.desired), known=len(names), pid=_pid())
+        for name in sorted(names):
+            self.queue.add(name)
+        watcher = ManifestWatcher([Path(p) for p in self.opts.manifest_paths() if Path(p).exists()],
+                                  self.on_manifests_changed, loop=loop)
+        watcher.start()
+        await self.alerts.start()
+        workers = [asyncio.create_task(self._worker()) for _ in range(max(1, self.opts.max_parallel_starts))]
+        timers = [asyncio.create_task(self._every(self.opts.resync_interval_s, self._resync)),
+                  asyncio.create_task(self._every(REPORT_INTERVAL_S, self._report))]
+        wd = self.notifier.watchdog_interval_s()
+        if wd:
+            timers.append(asyncio.create_task(self._every(wd, self.notifier.watchdog)))
+        if not self.first_pass:
+            self._after_first_empty()
+        try:
+            if self.opts.monitor_duration_s is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.opts.monitor_duration_s)
+            else:
+                await self._stop.wait()
+        finally:
+            self.notifier.stopping()
+            self.log.info("controller.stopping", summary=self.summary())
+            watcher.stop()
+            self.queue.shutdown()
+            for t in timers:
+                t.cancel()
+            await asyncio.gather(*workers, *timers, return_exceptions=True)
+            await self.health.aclose()
+            self.exits.close()
+            self._report()
+            self.ledger.save()
+            await self.alerts.aclose()
+        return render.EXIT_OK
+
+    def _after_first_empty(self) -> None:
+        self.ready_sent = True
+        self.notifier.ready(self.summary())
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+def run_controller(opts: Options) -> int:
+    state = StateDir(opts.state_dir)
+    with state.locked():
+        events.configure(state.events_file, stderr="json" if not sys.stderr.isatty() else "console")
+        return asyncio.run(Controller(opts, state).run())

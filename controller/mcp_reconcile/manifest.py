@@ -1,0 +1,320 @@
+"""Desired state: manifest files -> documents -> schema check -> `${VAR}` expansion -> ServerSpec.
+
+`load_manifests` never raises for bad input: it returns the specs it could build and every problem it
+found, in file order, so one broken file or server is reported and isolated while the others proceed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+
+from mcp_reconcile import generation, graph
+from mcp_reconcile.errors import ManifestError
+from mcp_reconcile.model import (
+    API_VERSION,
+    INSTALL_FIELDS,
+    KIND,
+    RUNTIME_FIELDS,
+    BackoffSpec,
+    DesiredState,
+    HealthSpec,
+    Origin,
+    RestartPolicy,
+    ServerSpec,
+    Source,
+    TestSpec,
+)
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+MANIFEST_SUFFIXES = (".yaml", ".yml")
+FOREIGN_SUFFIXES = (".json", ".jsonc")
+_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}|\$\$")
+
+
+@dataclass
+class LoadResult:
+    """What the manifests say. `files` maps each server to the file that declared it; `broken_files`
+    are files with a problem that prevents knowing all of their servers (their servers keep their
+    last good spec); `blocked` are names declared but unusable (bad spec, missing dependency, cycle)."""
+
+    specs: list[ServerSpec] = field(default_factory=list)
+    problems: list[ManifestError] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+    broken_files: set[str] = field(default_factory=set)
+    blocked: set[str] = field(default_factory=set)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def by_name(self) -> dict[str, ServerSpec]:
+        return {s.name: s for s in self.specs}
+
+    def secret_values(self) -> list[str]:
+        return [v for s in self.specs for v in s.secret_values()]
+
+
+@cache
+def load_schema(name: str) -> Draft202012Validator:
+    with open(SCHEMA_DIR / name) as fh:
+        schema = json.load(fh)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def json_path(parts: Iterable[Any]) -> str:
+    """`spec.args[2]` style path from a jsonschema error path."""
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def discover_files(paths: Sequence[str | Path]) -> tuple[list[Path], list[ManifestError]]:
+    """Manifest files under `paths`: files as given, directories searched for *.yaml / *.yml."""
+    files: list[Path] = []
+    problems: list[ManifestError] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.suffix in MANIFEST_SUFFIXES and p.is_file()
+                                and not p.name.startswith(".")))
+        elif path.exists():
+            files.append(path)
+        else:
+            problems.append(ManifestError("no such file or directory", file=str(path)))
+    return files, problems
+
+
+def read_documents(path: Path) -> tuple[list[Any], list[str]]:
+    """The documents of one file (YAML stream, or a foreign JSON config converted); warnings beside."""
+    text_path = str(path)
+    if path.suffix in FOREIGN_SUFFIXES:
+        from mcp_reconcile.formats import load_foreign
+
+        converted = load_foreign(path)
+        return list(converted.documents), list(converted.warnings)
+    try:
+        with open(path) as fh:
+            return [d for d in yaml.safe_load_all(fh)], []
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ManifestError(f"invalid YAML: {problem}", file=text_path,
+                            line=mark.line + 1 if mark else None) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"cannot read: {exc}", file=text_path) from None
+
+
+def validate_document(doc: Any) -> list[ManifestError]:
+    """Schema problems of one document, located by JSON path only (the caller adds file and index)."""
+    if not isinstance(doc, dict):
+        return [ManifestError(f"a manifest document must be a mapping, got {type(doc).__name__}")]
+    if doc.get("kind") != KIND:
+        return [ManifestError(f"unknown kind {doc.get('kind')!r} (expected {KIND})", json_path="kind")]
+    if doc.get("apiVersion") != API_VERSION:
+        return [ManifestError(f"unknown apiVersion {doc.get('apiVersion')!r} (expected {API_VERSION})",
+                              json_path="apiVersion")]
+    errors = sorted(load_schema("mcpserver.schema.json").iter_errors(doc), key=lambda e: list(e.absolute_path))
+    return [ManifestError(_schema_reason(e), json_path=json_path(e.absolute_path) or "(document)")
+            for e in errors]
+
+
+def _schema_reason(error: Any) -> str:
+    if error.validator == "pattern" and list(error.absolute_path)[-2:-1] == ["source"]:
+        kind = list(error.absolute_path)[-1]
+        form = {"npm": "name@version", "pypi": "name==version"}.get(kind, "a valid reference")
+        return f"{error.instance!r} is not {form}"
+    if error.validator in ("maxProperties", "minProperties") and list(error.absolute_path)[-1:] == ["source"]:
+        return "exactly one of npm / pypi / path is required"
+    if error.validator == "additionalProperties":
+        return error.message.replace("Additional properties are not allowed", "unknown field(s)")
+    return error.message
+
+
+def expand(value: str, lookup: Mapping[str, str], *, where: str) -> tuple[str, bool]:
+    """Expand `${VAR}` / `${VAR:-default}` (and `$$` -> `$`); True when any reference was expanded."""
+    used = False
+
+    def repl(match: re.Match[str]) -> str:
+        nonlocal used
+        if match.group(0) == "$$":
+            return "$"
+        used = True
+        name, default = match.group(1), match.group(2)
+        if name in lookup:
+            return lookup[name]
+        if default is not None:
+            return default
+        raise ManifestError(f"${{{name}}} is not set in the controller's environment or envFile "
+                            f"(set it, or give a default: ${{{name}:-value}})", json_path=where)
+
+    return _REF.sub(repl, value), used
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _read_env_file(path: Path, *, where: str) -> dict[str, str]:
+    from dotenv import dotenv_values
+
+    if not path.is_file():
+        raise ManifestError(f"envFile {str(path)!r} does not exist", json_path=where)
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def build_spec(doc: dict[str, Any], *, origin: Origin, environ: Mapping[str, str], key: bytes) -> ServerSpec:
+    """A ServerSpec from one schema-valid document. Raises ManifestError for expansion problems."""
+    base = Path(origin.file).parent if origin.file not in ("<memory>", "-") else Path.cwd()
+    meta, spec = doc["metadata"], doc["spec"]
+    (kind, ref), = spec["source"].items()
+    if kind == "path":
+        ref = str((base / os.path.expanduser(ref)).resolve())
+    command = spec.get("command")
+    if isinstance(command, str):
+        command = shlex.split(command)
+    for i, arg in enumerate([*(command or []), *spec.get("args", [])]):
+        if isinstance(arg, str) and "${" in arg and _REF.search(arg):
+            raise ManifestError("${VAR} is only expanded in spec.env values: pass secrets through env, "
+                                "never on the command line", json_path=f"spec.args[{i}]")
+
+    env_file_vars: dict[str, str] = {}
+    env_file = spec.get("envFile")
+    if env_file:
+        env_file_path = (base / os.path.expanduser(env_file)).resolve()
+        env_file_vars = _read_env_file(env_file_path, where="spec.envFile")
+    lookup = {**env_file_vars, **environ}
+    marked_secret = set(spec.get("secretEnv", []))
+    secret_keys = set(env_file_vars) | marked_secret
+    env: dict[str, str] = dict(env_file_vars)
+    for name, raw in (spec.get("env") or {}).items():
+        value, from_ref = expand(_scalar(raw), lookup, where=f"spec.env.{name}")
+        env[name] = value
+        if from_ref:
+            secret_keys.add(name)
+        elif name not in marked_secret:
+            secret_keys.discard(name)  # a plain value overrides an envFile entry
+    cwd = spec.get("cwd")
+    if cwd:
+        cwd = str((base / os.path.expanduser(cwd)).resolve())
+
+    health = spec.get("health", {})
+    backoff = spec.get("restartBackoff", {})
+    fields: dict[str, Any] = {
+        "source": f"{kind}:{ref}", "command": command, "args": [_scalar(a) for a in spec.get("args", [])],
+        "env": env, "transport": spec.get("transport", "stdio"), "port": spec.get("port"),
+        "path": spec.get("path", "/mcp"), "cwd": cwd, "health": health, "restartPolicy":
+        spec.get("restartPolicy", "Always"), "restartBackoff": backoff, "dependsOn": spec.get("dependsOn", []),
+        "tests": spec.get("tests", {}), "stopTimeoutSeconds": spec.get("stopTimeoutSeconds", 5),
+    }
+    digests = generation.field_digests(fields, key)
+    return ServerSpec(
+        name=meta["name"], source=Source(kind, ref), command=tuple(command) if command else None,
+        args=tuple(fields["args"]), env=MappingProxyType(env), secret_keys=frozenset(secret_keys),
+        transport=fields["transport"], port=fields["port"], path=fields["path"], cwd=cwd,
+        desired_state=DesiredState(spec.get("desiredState", "running")),
+        restart_policy=RestartPolicy(fields["restartPolicy"]),
+        restart_backoff=BackoffSpec(backoff.get("initialSeconds", 1.0), backoff.get("maxSeconds", 60.0),
+                                    backoff.get("resetAfterSeconds", 120.0)),
+        health=HealthSpec(health.get("intervalSeconds", 30.0), health.get("timeoutSeconds", 5.0),
+                          health.get("failureThreshold", 3)),
+        stop_timeout_s=float(fields["stopTimeoutSeconds"]), depends_on=tuple(fields["dependsOn"]),
+        labels=MappingProxyType(dict(meta.get("labels", {}))),
+        tests=TestSpec(gate=bool(fields["tests"].get("gate", False)), raw=MappingProxyType(fields["tests"])),
+        origin=origin, digests=MappingProxyType(digests), generation=generation.combine(digests),
+        runtime_generation=generation.combine(digests, RUNTIME_FIELDS),
+        install_generation=generation.combine(digests, INSTALL_FIELDS),
+    )
+
+
+def load_manifests(paths: Sequence[str | Path], *, environ: Mapping[str, str] | None = None,
+                   key: bytes | None = None) -> LoadResult:
+    """Every server the manifests under `paths` declare, plus every problem, in file order."""
+    environ = os.environ if environ is None else environ
+    key = key if key is not None else os.urandom(32)
+    result = LoadResult()
+    files, result.problems = discover_files(paths)
+    result.broken_files.update(p.file for p in result.problems if p.file)
+    seen: dict[str, Origin] = {}
+    for path in files:
+        try:
+            docs, warnings = read_documents(path)
+        except ManifestError as exc:
+            result.problems.append(exc.located(file=str(path)))
+            result.broken_files.add(str(path))
+            continue
+        result.warnings.extend(f"{path}: {w}" for w in warnings)
+        for index, doc in enumerate(docs):
+            if doc is None:
+                continue
+            origin = Origin(str(path), index)
+            problems = validate_document(doc)
+            name = _name_of(doc)
+            if problems:
+                result.problems.extend(p.located(file=str(path), doc_index=index) for p in problems)
+                if name:
+                    result.blocked.add(name)
+                    result.files.setdefault(name, str(path))
+                else:
+                    result.broken_files.add(str(path))
+                continue
+            if name in seen:
+                result.problems.append(ManifestError(
+                    f"duplicate server name {name!r} (first defined in {seen[name]})", file=str(path),
+                    doc_index=index, json_path="metadata.name"))
+                continue
+            seen[name] = origin
+            result.files[name] = str(path)
+            try:
+                result.specs.append(build_spec(doc, origin=origin, environ=environ, key=key))
+            except ManifestError as exc:
+                result.problems.append(exc.located(file=str(path), doc_index=index))
+                result.blocked.add(name)
+    _check_dependencies(result)
+    return result
+
+
+def _name_of(doc: Any) -> str | None:
+    meta = doc.get("metadata") if isinstance(doc, dict) else None
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def _check_dependencies(result: LoadResult) -> None:
+    """dependsOn must name declared servers and must not loop; offenders are blocked, not dropped silently."""
+    declared = {s.name for s in result.specs} | result.blocked
+    for spec in result.specs:
+        for i, dep in enumerate(spec.depends_on):
+            if dep not in declared:
+                result.problems.append(ManifestError(
+                    f"dependsOn names {dep!r}, which no manifest declares", file=spec.origin.file,
+                    doc_index=spec.origin.doc_index, json_path=f"spec.dependsOn[{i}]"))
+                result.blocked.add(spec.name)
+    cycle = graph.find_cycle({s.name: s.depends_on for s in result.specs})
+    if cycle:
+        first = result.by_name[cycle[0]]
+        result.problems.append(ManifestError(f"dependsOn cycle: {' -> '.join(cycle)}", file=first.origin.file,
+                                             doc_index=first.origin.doc_index, json_path="spec.dependsOn"))
+        result.blocked.update(cycle)
+    # a server depending on a blocked one cannot start in order either
+    changed = True
+    while changed:
+        changed = False
+        for spec in result.specs:
+            if spec.name not in result.blocked and any(d in result.blocked for d in spec.depends_on):
+                result.blocked.add(spec.name)
+                changed = True
+    result.specs = [s for s in result.specs if s.name not in result.blocked]

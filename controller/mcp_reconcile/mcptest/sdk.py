@@ -1,0 +1,96 @@
+"""The official SDK over a process that mcptest owns, for all well-formed traffic.
+
+`mcp.Client` spawns and kills its own stdio servers; the suite needs the process itself (spawn
+time, stdin close, group survivors), so it spawns with `raw.ServerProcess` and hands the SDK a
+transport over that process's pipes. Closing the transport leaves the process running: stopping
+it is the suite's job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import mcp_types
+from mcp import Client
+from mcp.shared.message import SessionMessage
+
+from mcp_reconcile import protocol
+from mcp_reconcile.mcptest.raw import ServerGone, ServerProcess
+from mcp_reconcile.protocol import era_of
+
+
+@asynccontextmanager
+async def process_transport(proc: ServerProcess) -> AsyncIterator[tuple[Any, Any]]:
+    """Bridge the process's stdout lines and stdin to the SDK's message streams."""
+    to_session, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+    write_stream, from_session = anyio.create_memory_object_stream[SessionMessage](0)
+
+    async def server_to_session() -> None:
+        async with to_session:
+            with contextlib.suppress(ValueError, OSError):  # over-long line or broken pipe: end of stream
+                while (line := await proc.read_line()) is not None:
+                    if not line.strip():
+                        continue
+                    try:
+                        item: SessionMessage | Exception = SessionMessage(
+                            mcp_types.jsonrpc_message_adapter.validate_json(line, by_name=False))
+                    except ValueError as exc:  # the SDK surfaces parse errors as values, so do we
+                        item = exc
+                    try:
+                        await to_session.send(item)
+                    except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                        return
+
+    async def session_to_server() -> None:
+        async with from_session:
+            async for message in from_session:
+                data = message.message.model_dump_json(by_alias=True, exclude_unset=True).encode()
+                with contextlib.suppress(ServerGone):  # a dead server shows as end of stdout
+                    proc.write_line(data)
+
+    async with anyio.create_task_group() as tasks, read_stream, write_stream:
+        tasks.start_soon(server_to_session)
+        tasks.start_soon(session_to_server)
+        try:
+            yield read_stream, write_stream
+        finally:
+            tasks.cancel_scope.cancel()
+
+
+@dataclass
+class Session:
+    """An open SDK client and what its connect negotiated."""
+
+    client: Client
+    era: str
+    protocol_version: str
+    server_info: dict[str, Any] | None
+    connect_ms: float
+
+
+async def open_session(stack: AsyncExitStack, client: Client) -> Session:
+    """Enter `client` on `stack` (mode auto: discover, else initialize) and describe the result."""
+    started = time.monotonic()
+    await stack.enter_async_context(client)
+    info = client.server_info
+    return Session(client, era_of(client), client.protocol_version,
+                   info.model_dump(mode="json", exclude_none=True) if info is not None else None,
+                   (time.monotonic() - started) * 1000)
+
+
+def stdio_client(proc: ServerProcess, *, mode: str = "auto") -> Client:
+    """An SDK client over `proc`'s pipes; response caching off so every call reaches the server."""
+    return Client(process_transport(proc), mode=mode, cache=None)
+
+
+def describe_error(exc: BaseException, *, timeout_s: float | None = None) -> str:
+    """One line saying what came back instead of an answer (for 'expected X, got Y' messages)."""
+    if isinstance(exc, ServerGone):
+        return f"the server closed its stdout ({exc})"
+    return protocol.describe_error(exc, timeout_s=timeout_s)

@@ -1,0 +1,236 @@
+"""The data every stage passes along: specs (desired), observations, actions and plans.
+
+Frozen dataclasses and enums only: no disk, network, process or clock here, so the planner that
+consumes them stays a pure function.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+API_VERSION = "mcp-reconcile/v1"
+KIND = "MCPServer"
+
+# Fields of a spec whose change means the process must be restarted (the source also reinstalls).
+RUNTIME_FIELDS = ("source", "command", "args", "env", "transport", "port", "path", "cwd")
+INSTALL_FIELDS = ("source",)
+
+
+class DesiredState(enum.Enum):
+    running = "running"
+    stopped = "stopped"
+    installed = "installed"
+    absent = "absent"
+
+
+class RestartPolicy(enum.Enum):
+    Always = "Always"
+    OnFailure = "OnFailure"
+    Never = "Never"
+
+
+class ActionKind(enum.Enum):
+    """What the controller may do to a server; the value is the spec's spelling."""
+
+    install = "install"
+    upgrade = "upgrade"
+    start = "start"
+    restart = "restart"
+    test = "test"
+    stop = "stop"
+    uninstall = "uninstall"
+
+    @property
+    def symbol(self) -> str:
+        return _SYMBOLS[self]
+
+
+_SYMBOLS = {
+    ActionKind.install: "+", ActionKind.start: "+", ActionKind.test: "?",
+    ActionKind.upgrade: "~", ActionKind.restart: "~",
+    ActionKind.stop: "-", ActionKind.uninstall: "-",
+}
+
+
+class Phase(enum.Enum):
+    Pending = "Pending"
+    Installing = "Installing"
+    Starting = "Starting"
+    Running = "Running"
+    Degraded = "Degraded"
+    CrashLoopBackOff = "CrashLoopBackOff"
+    Stopped = "Stopped"
+    Failed = "Failed"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a server comes from: exactly one of npm / pypi / path."""
+
+    kind: str  # "npm" | "pypi" | "path"
+    ref: str   # "pkg@1.2.3", "pkg==1.2.3" or a file path (absolute once loaded)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.ref}"
+
+
+@dataclass(frozen=True)
+class HealthSpec:
+    interval_s: float = 30.0
+    timeout_s: float = 5.0
+    failure_threshold: int = 3
+
+
+@dataclass(frozen=True)
+class BackoffSpec:
+    initial_s: float = 1.0
+    max_s: float = 60.0
+    reset_after_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class TestSpec:
+    """The manifest's `tests` block (section 8); `raw` keeps it whole for the test framework."""
+
+    gate: bool = False
+    raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a spec was declared, for messages."""
+
+    file: str
+    doc_index: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.file}[{self.doc_index}]"
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One server as the manifests want it, after validation and `${VAR}` expansion.
+
+    `secret_keys` names the env entries whose values are secrets; `digests` holds one keyed hash per
+    field (env per key, as `env.NAME`) so that plans can say what changed without showing values.
+    """
+
+    name: str
+    source: Source
+    command: tuple[str, ...] | None = None
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    secret_keys: frozenset[str] = frozenset()
+    transport: str = "stdio"
+    port: int | None = None
+    path: str = "/mcp"
+    cwd: str | None = None
+    desired_state: DesiredState = DesiredState.running
+    restart_policy: RestartPolicy = RestartPolicy.Always
+    restart_backoff: BackoffSpec = BackoffSpec()
+    health: HealthSpec = HealthSpec()
+    stop_timeout_s: float = 5.0
+    depends_on: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    tests: TestSpec = TestSpec()
+    origin: Origin = Origin("<memory>")
+    digests: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    generation: str = ""
+    runtime_generation: str = ""
+    install_generation: str = ""
+
+    def secret_values(self) -> list[str]:
+        return [self.env[k] for k in self.secret_keys if self.env.get(k)]
+
+
+@dataclass(frozen=True)
+class ObservedServer:
+    """What the state dir and the process table say about one server right now."""
+
+    name: str
+    installed: bool = False
+    install_generation: str | None = None
+    install_digests: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    install_source: str | None = None   # the source as installed, e.g. "npm:pkg@1.0.0"
+    resolved_version: str | None = None
+    running: bool = False              # runner alive and verified (pid + create_time + cmdline)
+    stale_run_record: bool = False     # a run record whose pid is gone or belongs to someone else
+    stale_reason: str = ""
+    runtime_generation: str | None = None
+    runtime_digests: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    endpoint: str | None = None
+    server_pid: int | None = None
+    last_exit_code: int | None = None
+    restarts: int = 0
+    consecutive_probe_failures: int = 0
+    healthy: bool | None = None        # None: not probed yet
+    tested_generation: str | None = None
+    backoff_until: float | None = None  # monotonic-free: seconds on the controller's clock
+
+
+@dataclass(frozen=True)
+class Observed:
+    servers: Mapping[str, ObservedServer] = field(default_factory=lambda: MappingProxyType({}))
+
+    def get(self, name: str) -> ObservedServer:
+        return self.servers.get(name) or ObservedServer(name=name)
+
+
+@dataclass(frozen=True)
+class Action:
+    """One step of a plan. `wave` orders starts by dependency depth (0 starts first)."""
+
+    kind: ActionKind
+    server: str
+    reason: str
+    changed_fields: tuple[str, ...] = ()
+    wave: int = 0
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A server that needs work but must wait (CrashLoopBackOff) until `until` on the plan's clock."""
+
+    server: str
+    until: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...] = ()
+    deferred: tuple[Deferred, ...] = ()
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.actions)
+
+    def for_server(self, name: str) -> tuple[Action, ...]:
+        return tuple(a for a in self.actions if a.server == name)
+
+    def count(self, *kinds: ActionKind) -> int:
+        return sum(1 for a in self.actions if a.kind in kinds)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Kubernetes-style condition on a server's status."""
+
+    type: str      # Installed | Running | Healthy | Tested | Ready
+    status: str    # "True" | "False" | "Unknown"
+    reason: str
+    message: str = ""
+    last_transition_time: float = 0.0
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """A resolved way to start a server: what the installer found plus the spec's args and env."""
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    cwd: str | None = None

@@ -1,0 +1,134 @@
+"""`mcp-reconcile apply` (and bare `mcp-reconcile`): one reconcile pass, then exit; and `stop-all`."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+from mcp_reconcile import events, install, render
+from mcp_reconcile.apply import Limits, Outcome, apply_plan
+from mcp_reconcile.cli import Options
+from mcp_reconcile.desired import load_desired
+from mcp_reconcile.effects import HostEffects
+from mcp_reconcile.ledger import Ledger
+from mcp_reconcile.model import ActionKind, DesiredState, Plan
+from mcp_reconcile.observe import observe
+from mcp_reconcile.plan import plan
+from mcp_reconcile.readiness import refresh_status
+from mcp_reconcile.reports import write_installation_report
+from mcp_reconcile.store import StateDir
+
+INSTALL_ONLY = (ActionKind.install, ActionKind.upgrade, ActionKind.uninstall)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def print_outcome(outcome: Outcome) -> None:
+    a = outcome.action
+    if outcome.ok:
+        _say(f"  ok     {a.kind.value:<9} {a.server}: {outcome.detail} ({outcome.duration_s:.1f}s)")
+    elif outcome.skipped:
+        _say(f"  skip   {a.kind.value:<9} {a.server}: {outcome.error}")
+    else:
+        _say(f"  FAILED {a.kind.value:<9} {a.server}: {outcome.error}")
+
+
+def apply_once(opts: Options) -> int:
+    state = StateDir(opts.state_dir)
+    with state.locked():
+        return asyncio.run(_apply(opts, state))
+
+
+def check_prerequisites(specs: dict, *, force: bool) -> tuple[set[str], list[str]]:  # type: ignore[type-arg]
+    """Servers that must not be acted on because something they need is missing, and the messages."""
+    blocked: set[str] = set()
+    messages: list[str] = []
+    for spec in specs.values():
+        if spec.desired_state is DesiredState.absent:
+            continue
+        for problem in install.check_prerequisites(spec):
+            messages.append(str(problem))
+            events.get_logger().error("prerequisite.missing", server=spec.name, missing=problem.missing,
+                                      hint=problem.hint)
+            if not force:
+                blocked.add(spec.name)
+    return blocked, messages
+
+
+async def _apply(opts: Options, state: StateDir) -> int:
+    ledger = Ledger(state)
+    desired = load_desired(opts.manifest_paths(), state, create_key=True)
+    events.configure(state.events_file, secrets=desired.load.secret_values(), stderr=None)
+    log = events.get_logger()
+    for p in desired.load.problems:
+        log.error("manifest.rejected", file=p.file, document=p.doc_index, path=p.json_path, error=p.reason)
+    for w in desired.load.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if desired.load.problems:
+        print(render.problems_text(desired.load.problems), file=sys.stderr)
+    specs = desired.load.by_name
+    protected = set(desired.protected)
+    prereq_failed: set[str] = set()
+    if not opts.skip_prerequisites:
+        prereq_failed, messages = check_prerequisites(specs, force=opts.force)
+        for m in messages:
+            print(f"error: {m}" if not opts.force else f"warning: {m} (continuing: --force)", file=sys.stderr)
+        protected |= prereq_failed
+
+    the_plan = plan(specs, observe(state, specs, ledger=ledger), now=time.monotonic(), protected=protected)
+    if opts.install_only:
+        the_plan = Plan(tuple(a for a in the_plan.actions if a.kind in INSTALL_ONLY), the_plan.deferred)
+    _say(render.plan_text(the_plan))
+    log.info("plan.computed", actions=len(the_plan.actions), summary=render.summary_line(the_plan))
+    outcomes: list[Outcome] = []
+    effects = HostEffects(state, ledger, force=opts.force)
+    if the_plan.has_changes:
+        _say("")
+        _say("Applying:")
+        limits = Limits(installs=opts.max_parallel_installs, starts=opts.max_parallel_starts)
+        try:
+            outcomes = await apply_plan(the_plan, specs, effects, limits=limits, on_outcome=print_outcome)
+        finally:
+            ledger.save()
+            write_installation_report(state, outcomes)
+    await refresh_status(state, ledger, specs, probe=True)
+    ledger.save()
+    failed = [o for o in outcomes if not o.ok]
+    done = len(outcomes) - len(failed)
+    _say("")
+    _say(f"Apply complete: {done} action(s) done, {len(failed)} failed." if outcomes else "Nothing to apply.")
+    exit_code = render.EXIT_ERROR if failed or desired.load.problems or prereq_failed else render.EXIT_OK
+    if opts.test_after:
+        from mcp_reconcile.testcmd import run_tests_async
+
+        exit_code = max(exit_code, await run_tests_async(opts, state, specs, ledger=ledger))
+    return exit_code
+
+
+def stop_all(opts: Options) -> int:
+    state = StateDir(opts.state_dir)
+    with state.locked():
+        return asyncio.run(_stop_all(state))
+
+
+async def _stop_all(state: StateDir) -> int:
+    ledger = Ledger(state)
+    events.configure(state.events_file, stderr=None)
+    effects = HostEffects(state, ledger)
+    names = sorted(p.stem for p in (state.root / "run").glob("*.json"))
+    results = await asyncio.gather(*(effects.stop(n) for n in names), return_exceptions=True)
+    code = render.EXIT_OK
+    for name, result in zip(names, results, strict=True):
+        if isinstance(result, BaseException):
+            _say(f"  FAILED stop {name}: {result}")
+            code = render.EXIT_ERROR
+        else:
+            ledger.update(name, phase="Stopped", message="stopped by stop-all", healthy=None)
+            events.get_logger().info("server.stopped", server=name, reason="stop-all")
+            _say(f"  ok     stop {name}: {result}")
+    ledger.save()
+    _say(f"Stopped {len(names)} runner(s); installs kept." if names else "No runners to stop.")
+    return code

@@ -1,0 +1,80 @@
+"""Probe running servers once, then derive phases and conditions into the ledger and health report.
+
+Used by one-shot apply (the long-running loop probes on its own schedule and calls `record_status`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from mcp_reconcile import conditions
+from mcp_reconcile.events import get_logger
+from mcp_reconcile.ledger import Ledger
+from mcp_reconcile.model import ObservedServer, ServerSpec
+from mcp_reconcile.observe import observe
+from mcp_reconcile.reports import write_health_report
+from mcp_reconcile.store import StateDir
+
+log = get_logger()
+
+
+def memory_of(entry: Mapping[str, Any]) -> conditions.Memory:
+    return conditions.Memory(
+        failed_reason=entry.get("failed_reason"), in_crash_loop=bool(entry.get("in_crash_loop")),
+        backoff_delay_s=float(entry.get("backoff_delay_s", 0.0)),
+        tested_ok=entry.get("test_passed"), test_message=entry.get("test_message", ""))
+
+
+def record_status(ledger: Ledger, spec: ServerSpec | None, obs: ObservedServer, *, now: float) -> dict[str, Any]:
+    """Evaluate phase + conditions, keep transition times, log a phase change once. Returns the entry."""
+    entry = ledger.get(obs.name)
+    phase, conds, message = conditions.evaluate(spec, obs, memory_of(entry))
+    previous = {c["type"]: c for c in entry.get("conditions", [])}
+    cond_docs = []
+    for c in conds:
+        old = previous.get(c.type)
+        since = old["lastTransitionTime"] if old and old["status"] == c.status else now
+        cond_docs.append({"type": c.type, "status": c.status, "reason": c.reason, "message": c.message,
+                          "lastTransitionTime": since})
+    if entry.get("phase") != phase.value:
+        log.info("server.phase_changed", server=obs.name, phase=phase.value, previous_phase=entry.get("phase"),
+                 reason=message)
+    return ledger.update(obs.name, phase=phase.value, message=message, conditions=cond_docs)
+
+
+async def probe_endpoint(endpoint: str, timeout_s: float) -> dict[str, Any]:
+    from mcp_reconcile.protocol import ProbeSession
+
+    session = ProbeSession(endpoint)
+    try:
+        result = await session.probe(timeout_s)
+    finally:
+        await session.aclose()
+    return {"ok": result.ok, "latency_ms": result.latency_ms, "at": time.time(), "error": result.error,
+            "era": result.era}
+
+
+async def refresh_status(state: StateDir, ledger: Ledger, specs: Mapping[str, ServerSpec], *, probe: bool) -> None:
+    """Probe every running server once (in parallel), then record phases and write the health report."""
+    observed = observe(state, specs, ledger=ledger)
+    if probe:
+        running = [o for o in observed.servers.values() if o.running and o.endpoint]
+        timeouts = [specs[o.name].health.timeout_s if o.name in specs else 5.0 for o in running]
+        results = await asyncio.gather(*(probe_endpoint(o.endpoint or "", t) for o, t in zip(running, timeouts,
+                                                                                             strict=True)))
+        for o, r in zip(running, results, strict=True):
+            failures = 0 if r["ok"] else int(ledger.get(o.name).get("consecutive_probe_failures", 0)) + 1
+            ledger.update(o.name, healthy=r["ok"], last_probe=r, consecutive_probe_failures=failures)
+            log.info("probe.succeeded" if r["ok"] else "probe.failed", server=o.name,
+                     latency_ms=r["latency_ms"], error=r["error"])
+        observed = observe(state, specs, ledger=ledger)
+    now = time.time()
+    report = {}
+    for name, obs in observed.servers.items():
+        entry = record_status(ledger, specs.get(name), obs, now=now)
+        report[name] = {k: entry.get(k) for k in ("phase", "message", "conditions", "last_probe", "restarts")}
+        report[name]["endpoint"] = obs.endpoint
+    write_health_report(state, report)

@@ -1,0 +1,244 @@
+"""The per-server runner shim (SPEC section 6): `python -m mcp_reconcile.runner ... -- ARGV`.
+
+One runner per running server, in a session of its own so it outlives the controller (like conmon).
+It spawns the server (own process group, PR_SET_PDEATHSIG), owns its stdio, fixes its protocol era
+once, serves it at http://127.0.0.1:PORT/mcp (gateway.py), and reports through run/NAME.json:
+
+    starting (runner + server identity) -> running (endpoint, era) -> [stopping] -> exited (exit info)
+
+The exit record is written before the runner leaves. Exit code: 0 after a requested stop (SIGTERM,
+SIGINT), else the server's exit code (128+signal when killed), or one of the EXIT_* codes below.
+
+Lean by design, one per server: stdlib + h11 only on this import path (SPEC appendix: import cost).
+"""
+
+from __future__ import annotations
+
+import sys
+
+if __name__ == "__main__" and "asyncio" not in sys.modules:
+    # asyncio imports ssl when it can, which maps OpenSSL: +5 MB RSS per runner for TLS it never
+    # uses (the endpoint is plain HTTP on loopback). Without it, asyncio runs with ssl support off.
+    sys.modules["ssl"] = None  # type: ignore[assignment]
+
+import argparse
+import asyncio
+import os
+import signal
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mcp_reconcile import proc
+from mcp_reconcile.gateway import REQUEST_TIMEOUT_S, Gateway, ServerLink
+from mcp_reconcile.store import RunRecord, StateDir
+
+# How long the server gets from spawn to an answered server/discover or initialize (npx cold starts).
+STARTUP_TIMEOUT_S = 60.0
+# Runner exit codes of its own (server exit codes pass through otherwise).
+EXIT_STARTUP_TIMEOUT = 124   # the server did not answer server/discover + initialize in time
+EXIT_STARTUP_FAILED = 125    # the server answered the handshake with an error, or the port was taken
+EXIT_SPAWN_FAILED = 127      # the command could not be executed (not found, not executable)
+EXIT_RUNNER_BUG = 70         # EX_SOFTWARE: the runner itself failed; the server was still stopped
+
+MODERN_PROTOCOL_VERSION = "2026-07-28"
+HANDSHAKE_PROTOCOL_VERSION = "2025-11-25"   # what the runner asks for in its one initialize
+DISCOVER_META = {"io.modelcontextprotocol/protocolVersion": MODERN_PROTOCOL_VERSION,
+                 "io.modelcontextprotocol/clientCapabilities": {}}
+CLIENT_INFO = {"name": "mcp-reconcile-runner", "version": "0.1.0"}
+
+
+class StartupError(Exception):
+    """The server is alive but did not complete the era check / handshake."""
+
+
+@dataclass(frozen=True)
+class Era:
+    name: str                                  # "handshake" | "stateless"
+    protocol_version: str
+    initialize_result: dict[str, Any] | None   # handshake era only: answered to every client
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m mcp_reconcile.runner",
+                                     description="Run one MCP server behind a loopback HTTP endpoint.")
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--generation", required=True)
+    parser.add_argument("--stop-timeout", type=float, default=proc.STOP_TIMEOUT_S)
+    parser.add_argument("--startup-timeout", type=float, default=STARTUP_TIMEOUT_S)
+    parser.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT_S,
+                        help="seconds a forwarded request may take before the client gets 504")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--token-env", default=None,
+                        help="name of the env var holding the endpoint's bearer token")
+    parser.add_argument("--log-max-bytes", type=int, default=proc.DEFAULT_LOG_MAX_BYTES)
+    parser.add_argument("--log-backups", type=int, default=proc.DEFAULT_LOG_BACKUPS)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    if args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    if not args.command:
+        parser.error("the server command is missing: ... -- ARGV")
+    return args
+
+
+def _say(message: str) -> None:
+    """One line to the runner's own log (stderr; spawn_runner points it at logs/NAME.runner.log)."""
+    print(f"runner[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
+
+
+async def fix_era(link: ServerLink, *, timeout_s: float) -> Era:
+    """Decide the server's era once (SPEC appendix): server/discover with _meta; a result that offers
+    2026-07-28 means stateless, anything else means handshake (then initialize once and cache it).
+
+    Raises TimeoutError after `timeout_s` in all, ServerUnavailable if the server goes away.
+    """
+    async with asyncio.timeout(timeout_s):
+        return await _ask_era(link, timeout_s=timeout_s)
+
+
+async def _ask_era(link: ServerLink, *, timeout_s: float) -> Era:
+    discover = {"jsonrpc": "2.0", "id": "discover", "method": "server/discover",
+                "params": {"_meta": DISCOVER_META}}
+    reply = await link.request(discover, timeout_s=timeout_s)
+    result = reply.get("result")
+    if isinstance(result, dict) and MODERN_PROTOCOL_VERSION in (result.get("supportedVersions") or ()):
+        return Era("stateless", MODERN_PROTOCOL_VERSION, None)
+    initialize = {"jsonrpc": "2.0", "id": "initialize", "method": "initialize",
+                  "params": {"protocolVersion": HANDSHAKE_PROTOCOL_VERSION, "capabilities": {},
+                             "clientInfo": CLIENT_INFO}}
+    reply = await link.request(initialize, timeout_s=timeout_s)
+    result = reply.get("result")
+    if not isinstance(result, dict) or not isinstance(result.get("protocolVersion"), str):
+        raise StartupError(f"initialize failed: {reply.get('error') or reply}")
+    await link.notify({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    return Era("handshake", result["protocolVersion"], result)
+
+
+class Runner:
+    """One server's lifetime: spawn, era, serve, stop; every state change is written to the record."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.state = StateDir(args.state_dir)
+        self.stop_requested = asyncio.Event()
+        self.record: RunRecord = {
+            "server": args.name, "runner_pid": os.getpid(), "runner_create_time": proc.own_create_time(),
+            "runner_cmdline": proc.own_cmdline(), "server_pid": None, "server_pgid": None,
+            "endpoint": None, "port": None, "era": None, "protocol_version": None,
+            "generation": args.generation, "started_at": time.time(), "state": "starting", "exit": None}
+
+    def _write(self, **changes: Any) -> None:
+        self.record.update(changes)  # type: ignore[typeddict-item]
+        self.state.write_run(self.record)
+
+    def _record_exit(self, returncode: int | None) -> None:
+        code, sig = proc.exit_status(returncode) if returncode is not None else (None, None)
+        self._write(state="exited", exit={"code": code, "signal": sig, "at": time.time()})
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop_requested.set)
+        self.state.ensure()
+        env = dict(os.environ)
+        token = env.pop(self.args.token_env, None) if self.args.token_env else None
+        try:
+            server = await proc.spawn_server(
+                self.args.command, env, None, self.state.log_path(self.args.name),
+                log_max_bytes=self.args.log_max_bytes, log_backups=self.args.log_backups)
+        except OSError as exc:
+            _say(f"cannot start {self.args.command[0]!r}: {exc.strerror or exc}")
+            self._write(state="exited", exit={"code": EXIT_SPAWN_FAILED, "signal": None, "at": time.time()})
+            return EXIT_SPAWN_FAILED
+        self._write(server_pid=server.pid, server_pgid=server.pgid)
+        assert server.process.stdin is not None and server.process.stdout is not None
+        link = ServerLink(server.process.stdin, server.process.stdout, log=_say)
+        reader = asyncio.create_task(link.read_loop(), name="server-stdout")
+        try:
+            return await self._serve(server, link, token)
+        except Exception:  # still stop the server and record its exit: never leave it unrecorded
+            traceback.print_exc()
+            return await self._finish(server, EXIT_RUNNER_BUG)
+        finally:
+            link.close()
+            reader.cancel()
+
+    async def _serve(self, server: proc.ServerProcess, link: ServerLink, token: str | None) -> int:
+        era = await self._start(server, link)
+        if not isinstance(era, Era):
+            return await self._finish(server, era)
+        gateway = Gateway(link, era=era.name, initialize_result=era.initialize_result, token=token,
+                          request_timeout_s=self.args.request_timeout)
+        try:
+            port = await gateway.start(self.args.port)
+        except OSError as exc:
+            _say(f"cannot listen on 127.0.0.1:{self.args.port}: {exc.strerror or exc}")
+            return await self._finish(server, EXIT_STARTUP_FAILED)
+        endpoint = f"http://127.0.0.1:{port}/mcp"
+        self._write(state="running", endpoint=endpoint, port=port, era=era.name,
+                    protocol_version=era.protocol_version)
+        _say(f"serving {endpoint} ({era.name} era, {era.protocol_version}), server pid {server.pid}")
+        await _first_of(server.exited, self.stop_requested.wait())
+        gateway.close()
+        return await self._finish(server, None)
+
+    async def _start(self, server: proc.ServerProcess, link: ServerLink) -> Era | int | None:
+        """The era; or a runner exit code of its own; or None when the server exited during startup
+        or a stop was requested (the exit code then follows from those)."""
+        era_task = asyncio.create_task(fix_era(link, timeout_s=self.args.startup_timeout))
+        await _first_of(era_task, server.exited, self.stop_requested.wait())
+        if not era_task.done():
+            era_task.cancel()
+        elif era_task.exception() is None:
+            return era_task.result()
+        elif isinstance(era_task.exception(), TimeoutError):
+            _say(f"server did not answer server/discover + initialize within {self.args.startup_timeout:g} s")
+            return EXIT_STARTUP_TIMEOUT
+        elif isinstance(era_task.exception(), StartupError):
+            _say(str(era_task.exception()))
+            return EXIT_STARTUP_FAILED
+        if not self.stop_requested.is_set():
+            await server.wait_exit(proc.SIGKILL_REAP_TIMEOUT_S)  # its stdout closed: the exit follows
+            _say("server exited during startup")
+        return None
+
+    async def _finish(self, server: proc.ServerProcess, code: int | None) -> int:
+        """Stop the server (and its group), record the exit, and pick the runner's exit code."""
+        requested = self.stop_requested.is_set()
+        if requested and server.returncode is None:
+            self._write(state="stopping")
+        returncode = await proc.stop_server(server, stop_timeout_s=self.args.stop_timeout)
+        self._record_exit(returncode)
+        _say(f"server exited: {self.record['exit']}")
+        if code is not None:
+            return code
+        if requested:
+            return 0
+        if returncode is None:
+            return 128 + signal.SIGKILL
+        status, sig = proc.exit_status(returncode)
+        return status if status is not None else 128 + (sig or 0)
+
+
+async def _first_of(*waitables: Any) -> None:
+    """Wait until one is done; tasks made here for bare coroutines are cancelled afterwards."""
+    owned = [asyncio.ensure_future(w) for w in waitables if not asyncio.isfuture(w)]
+    futures = [w for w in waitables if asyncio.isfuture(w)] + owned
+    try:
+        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in owned:
+            task.cancel()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    return asyncio.run(Runner(args).run())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""`status`, `events` and `logs`: read-only views of the state dir (no lock, no probes, no mcp import)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mcp_reconcile import conditions, render
+from mcp_reconcile.cli import Options
+from mcp_reconcile.desired import load_desired
+from mcp_reconcile.errors import McpReconcileError
+from mcp_reconcile.ledger import Ledger
+from mcp_reconcile.observe import observe
+from mcp_reconcile.readiness import memory_of
+from mcp_reconcile.store import StateDir
+
+# How often --follow looks for new lines (tail -f does the same by default every second; we are quicker).
+FOLLOW_POLL_S = 0.25
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s >= 86400:
+        return f"{s // 86400}d{(s % 86400) // 3600}h"
+    if s >= 3600:
+        return f"{s // 3600}h{(s % 3600) // 60}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60}s"
+    return f"{s}s"
+
+
+def process_stats(pid: int | None) -> dict[str, Any]:
+    """CPU % (since last call: first call primes) and RSS of a server process and its children."""
+    if not pid:
+        return {}
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+        rss = sum(p.memory_info().rss for p in procs)
+        cpu_s = sum(sum(p.cpu_times()[:2]) for p in procs)
+    except psutil.Error:
+        return {}
+    return {"rss_mb": round(rss / 2**20, 1), "cpu_seconds": round(cpu_s, 2), "processes": len(procs)}
+
+
+def collect(opts: Options) -> list[dict[str, Any]]:
+    state = StateDir(opts.state_dir)
+    specs: dict[str, Any] = {}
+    try:
+        specs = load_desired(opts.manifest_paths(), state, create_key=False).load.by_name
+    except McpReconcileError:
+        specs = {}  # status shows what runs even when the manifests cannot be read
+    ledger = Ledger(state)
+    observed = observe(state, specs, ledger=ledger)
+    rows = []
+    for name, obs in observed.servers.items():
+        entry = ledger.get(name)
+        phase, conds, message = conditions.evaluate(specs.get(name), obs, memory_of(entry))
+        run = state.read_run(name) or {}
+        started = run.get("started_at") if obs.running else None
+        rows.append({
+            "name": name, "phase": phase.value, "ready": any(c.type == "Ready" and c.status == "True" for c in conds),
+            "restarts": obs.restarts, "age_s": round(time.time() - started, 1) if started else None,
+            "endpoint": obs.endpoint, "message": message, "era": run.get("era") if obs.running else None,
+            "server_pid": obs.server_pid, "generation": obs.runtime_generation,
+            "backoff_delay_s": entry.get("backoff_delay_s") if entry.get("in_crash_loop") else None,
+            "conditions": [{"type": c.type, "status": c.status, "reason": c.reason, "message": c.message}
+                           for c in conds],
+            "last_probe": entry.get("last_probe"), **process_stats(obs.server_pid),
+        })
+    return rows
+
+
+def show_status(opts: Options) -> int:
+    rows = collect(opts)
+    if opts.output == "json":
+        print(json.dumps({"servers": rows}, indent=2))
+        return render.EXIT_OK
+    if not rows:
+        print("No servers known in this state dir.")
+        return render.EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("NAME", "PHASE", "READY", "RESTARTS", "AGE", "ENDPOINT", "CPU", "RSS", "MESSAGE"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["name"], r["phase"], "yes" if r["ready"] else "no", str(r["restarts"]), _age(r["age_s"]),
+                      r["endpoint"] or "-", f"{r['cpu_seconds']}s" if "cpu_seconds" in r else "-",
+                      f"{r['rss_mb']}M" if "rss_mb" in r else "-", r["message"] or "")
+    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+    return render.EXIT_OK
+
+
+def _follow(path: Path, *, from_end_lines: int | None) -> Iterator[str]:
+    """Lines of `path`, then new ones as they are appended (survives rotation by reopening)."""
+    while not path.exists():
+        time.sleep(FOLLOW_POLL_S)
+    fh = open(path, errors="replace")  # noqa: SIM115 - reopened on rotation
+    lines = fh.readlines()
+    yield from (lines[-from_end_lines:] if from_end_lines else lines)
+    inode = path.stat().st_ino
+    while True:
+        line = fh.readline()
+        if line:
+            yield line
+            continue
+        try:
+            if path.stat().st_ino != inode:
+                fh.close()
+                fh = open(path, errors="replace")  # noqa: SIM115
+                inode = path.stat().st_ino
+                continue
+        except FileNotFoundError:
+            pass
+        time.sleep(FOLLOW_POLL_S)
+
+
+def show_events(opts: Options) -> int:
+    path = StateDir(opts.state_dir).events_file
+    if not path.exists() and not opts.follow:
+        print(f"No events yet ({path} does not exist).", file=sys.stderr)
+        return render.EXIT_OK
+    lines = _follow(path, from_end_lines=None) if opts.follow else iter(path.read_text(errors="replace").splitlines())
+    try:
+        for line in lines:
+            if opts.server:
+                try:
+                    if json.loads(line).get("server") != opts.server:
+                        continue
+                except ValueError:
+                    continue
+            print(line.rstrip("\n"), flush=True)
+    except KeyboardInterrupt:
+        pass
+    return render.EXIT_OK
+
+
+def show_logs(opts: Options) -> int:
+    name = opts.names[0]
+    path = StateDir(opts.state_dir).log_path(name)
+    if not path.exists() and not opts.follow:
+        print(f"error: no log for {name!r} ({path} does not exist)", file=sys.stderr)
+        return render.EXIT_ERROR
+    try:
+        if opts.follow:
+            for line in _follow(path, from_end_lines=opts.lines):
+                print(line.rstrip("\n"), flush=True)
+        else:
+            for line in path.read_text(errors="replace").splitlines()[-opts.lines:]:
+                print(line)
+    except KeyboardInterrupt:
+        pass
+    return render.EXIT_OK
