@@ -256,7 +256,7 @@ def load_manifests(paths: Sequence[str | Path], *, environ: Mapping[str, str] | 
             result.problems.append(exc.located(file=str(path)))
             result.broken_files.add(str(path))
             continue
-        result.warnings.extend(f"{path}: {w}" for w in warnings)
+        result.warnings.extend(warnings)  # each already names its file
         for index, doc in enumerate(docs):
             if doc is None:
                 continue

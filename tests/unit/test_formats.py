@@ -169,8 +169,8 @@ def test_registry_pypi_server_json_keeps_secret_variables_as_references():
         "env": {"PGPASSWORD": "${PGPASSWORD}", "PGHOST": "${PGHOST:-localhost}",
                 "PGUSER": "${PGUSER}", "PG_DSN_TOKEN": "${PG_DSN_TOKEN}"},
     }}
-    assert any("server.name: 'io.github.example/Postgres_Query' is not a valid server name: "
-               "using 'postgres-query'" in w for w in converted.warnings)
+    assert "server.name: server name 'postgres-query' taken from 'io.github.example/Postgres_Query'" in (
+        converted.warnings)
     assert any("secrets to set" in w and "PGPASSWORD, PG_DSN_TOKEN" in w for w in converted.warnings)
 
 
@@ -221,6 +221,8 @@ def test_registry_server_json_with_only_remotes_converts_to_nothing_with_warning
                  id="uvx --from with another console script"),
     pytest.param("uv", ["run", "--with", "mcp-server-time", "mcp-server-time", "--tz", "UTC"],
                  {"source": {"pypi": "mcp-server-time"}, "args": ["--tz", "UTC"]}, id="uv run --with"),
+    pytest.param("uv", ["tool", "run", "mcp-server-fetch"], {"source": {"pypi": "mcp-server-fetch"}},
+                 id="uv tool run is uvx"),
     pytest.param("uv", ["--directory", "/srv/app", "run", "server.py"], {"source": {"path": "/srv/app/server.py"}},
                  id="uv run of a script in a directory"),
     pytest.param("node", ["/opt/srv/index.js", "--port", 3], {"source": {"path": "/opt/srv/index.js"},
@@ -251,7 +253,7 @@ def test_interpreter_options_are_dropped_with_a_warning():
 def test_docker_run_is_skipped_with_a_warning_naming_the_entry():
     spec, warnings = convert_one("docker", ["run", "-i", "--rm", "mcp/time"])
     assert spec is None
-    assert warnings == ["mcp.json mcpServers.srv: 'docker run' runs a container, not a local process "
+    assert warnings == ["mcpServers.srv: 'docker run' runs a container, not a local process "
                         "this tool manages: skipped"]
 
 
@@ -264,7 +266,7 @@ def test_a_disabled_client_entry_is_converted_as_stopped():
     pytest.param("npx", ["-y", "github:acme/server"], "not an npm registry package", id="npx of a git repo"),
     pytest.param("uvx", ["--from", "git+https://github.com/acme/srv", "srv"], "is not a PyPI package",
                  id="uvx from git"),
-    pytest.param("npx", ["-y", "Bad_Name"], "cannot be converted: spec.source.npm", id="npx name npm rejects"),
+    pytest.param("npx", ["-y", "Bad_Name"], "is not an npm package name", id="npx name npm rejects"),
     pytest.param("npx", ["-y"], "npx without a package", id="npx alone"),
 ])
 def test_a_command_line_that_cannot_be_converted_is_an_error_at_its_entry(command, args, reason):
@@ -296,6 +298,46 @@ def test_secret_references_are_kept_and_never_resolved(monkeypatch):
         converted = load_foreign(FIXTURES / fixture)
         dumped = json.dumps(converted.documents) + "\n".join(converted.warnings)
         assert "s3cr3t" not in dumped
+
+
+@pytest.mark.parametrize("command, args", [
+    pytest.param("uvx", ["--index-url", "https://bob:s3cr3t@pypi.example/simple", "pkg-a"], id="uvx index url"),
+    pytest.param("npx", ["--registry", "https://s3cr3t@npm.example", "-y", "pkg-a"], id="npx registry"),
+    pytest.param("/opt/acme-mcp", ["--token", "s3cr3t"], id="unknown executable with a token arg"),
+    pytest.param("node", ["--env-file=s3cr3t.env", "x.js"], id="interpreter option value"),
+])
+def test_warnings_name_options_but_never_echo_their_values(command, args):
+    _, warnings = convert_one(command, args)
+    assert warnings
+    assert "s3cr3t" not in "\n".join(warnings)
+
+
+def test_urls_in_messages_keep_only_scheme_and_host():
+    converted = convert({"mcpServers": {"r": {"type": "sse", "url": "https://u:s3cr3t@h.example:8443/p?k=s3cr3t"}}},
+                        file="mcp.json", base_dir=BASE)
+    assert converted.warnings == ["mcpServers.r: remote sse server (https://h.example:8443) skipped: "
+                                  "not a local process this tool manages"]
+    error = error_of({"mcpServers": {"g": {"command": "uvx", "args": ["--from", "git+https://s3cr3t@gh.example/x",
+                                                                     "x"]}}})
+    assert "s3cr3t" not in str(error) and "'git+https://gh.example'" in str(error)
+
+
+def test_a_bad_npm_spec_is_explained_in_words_not_as_a_regex():
+    error = error_of({"mcpServers": {"srv": {"command": "npx", "args": ["-y", "Bad_Name"]}}}, file="mcp.json")
+    assert str(error) == ("mcp.json mcpServers.srv: cannot be converted: spec.source.npm: 'Bad_Name' is not an "
+                          "npm package name[@version]")
+
+
+def test_a_bad_env_name_is_named_since_names_are_not_secret():
+    error = error_of({"mcpServers": {"srv": {"command": "npx", "env": {"bad-key": "s3cr3t"}}}})
+    assert str(error) == "cfg.json mcpServers.srv.env: 'bad-key' is not a valid name here"
+
+
+def test_python_dash_m_is_kept_as_a_path_source_with_a_warning_that_says_why():
+    spec, warnings = convert_one("/usr/bin/python3", ["-m", "mcp_server_time"])
+    assert spec == {"source": {"path": "/usr/bin/python3"}, "args": ["-m", "mcp_server_time"]}
+    assert warnings == ["mcpServers.srv: '/usr/bin/python3' runs no .js or .py script: kept as a "
+                        "local path source; check that it needs no install step"]
 
 
 def test_schema_messages_under_env_never_quote_the_value():

@@ -53,7 +53,7 @@ _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 @dataclass(frozen=True)
 class Converted:
     documents: list[dict]      # MCPServer manifest docs, in input order
-    warnings: list[str]        # human lines: entries skipped and why, guesses made
+    warnings: list[str]        # human lines "JSON.path: what and why" (skips, guesses); no file name
     format: str                # "legacy" | "mcpservers" | "vscode" | "registry"
 
 
@@ -121,7 +121,8 @@ class Conversion:
         self._names: dict[str, str] = {}   # server name -> JSON path of the entry that took it
 
     def warn(self, path: str, message: str) -> None:
-        self.warnings.append(f"{self.file} {path}: {message}" if path else f"{self.file}: {message}")
+        """A warning located by JSON path; the caller knows the file and prefixes it when printing."""
+        self.warnings.append(f"{path}: {message}" if path else message)
 
     def error(self, path: str, reason: str) -> ManifestError:
         return ManifestError(reason, file=self.file, json_path=path or None)
@@ -166,7 +167,9 @@ class Conversion:
             raise self.error(path, f"server name {name!r} is already taken by {self._names[name]}: "
                                    "rename one of them")
         self._names[name] = path
-        if name != key:
+        if name_from != key:
+            self.warn(path, f"server name {name!r} taken from {key!r}")
+        elif name != key:
             self.warn(path, f"{key!r} is not a valid server name: using {name!r}")
         return name
 

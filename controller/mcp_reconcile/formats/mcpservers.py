@@ -4,7 +4,8 @@ legacy and VS Code formats share with it: a command line becomes `source` + `com
 Command lines (`launch_spec`):
   npx [-y] PKG[@ver] ARGS...          source.npm: PKG[@ver]          (as written: no version is fine)
   npx -p PKG BIN ARGS...              source.npm: PKG, command: BIN
-  uvx [--from REQ] PKG[@ver] ARGS...  source.pypi: PKG[==ver]        (command: PKG when --from differs)
+  uvx [--from REQ] PKG[@ver] ARGS...  source.pypi: PKG[==ver]        (also `uv tool run`; with --from,
+                                      source.pypi: REQ and command: PKG when they differ)
   uv run --with REQ CMD ARGS...       source.pypi: REQ, command: CMD
   node X.js / python X.py / X.py      source.path: X                 (resolved against the entry's dir)
   docker / podman ...                 skipped with a warning: a container, not a local process
@@ -125,8 +126,8 @@ def launch_spec(command: str, args: list, *, path: str, base_dir: Path, conv: Co
         return None
     if exe == "npx":
         return _npx(argv[1:], path=path, conv=conv)
-    if exe == "uvx":
-        return _uvx(argv[1:], path=path, conv=conv)
+    if exe == "uvx" or (exe == "uv" and argv[1:3] == ["tool", "run"]):
+        return _uvx(argv[1 if exe == "uvx" else 3:], path=path, conv=conv)
     if exe == "uv" and "run" in argv[1:]:
         return _uv_run(argv, path=path, base_dir=base_dir, conv=conv)
     kind = _interpreter_kind(exe)
@@ -149,10 +150,11 @@ def _npx(rest: list[str], *, path: str, conv: Conversion) -> dict:
         raise conv.error(path, "npx --call runs a shell string: cannot convert it, write the manifest by hand")
     _warn_options(options, {"-p", "--package", *_NPX_QUIET_OPTS}, "npx", path, conv)
     if packages:
+        package = _npm_spec(packages[0], path, conv)
         if len(packages) > 1:
-            conv.warn(path, f"npx installs {len(packages)} packages: only {packages[0]!r} is kept")
-        command = positional[0] if positional and positional[0] != _npm_name(packages[0]) else None
-        return _launch("npm", _npm_spec(packages[0], path, conv), positional[1:], command=command)
+            conv.warn(path, f"npx installs {len(packages)} packages: only {package!r} is kept")
+        command = positional[0] if positional and positional[0] != _npm_name(package) else None
+        return _launch("npm", package, positional[1:], command=command)
     if not positional:
         raise conv.error(path, "npx without a package")
     return _launch("npm", _npm_spec(positional[0], path, conv), positional[1:])
@@ -184,9 +186,9 @@ def _uv_run(argv: list[str], *, path: str, base_dir: Path, conv: Conversion) -> 
     here = Path(_resolve(directory, base_dir)) if directory else base_dir
     _warn_options(options, {"--with", "--directory", "--project", *_UV_QUIET_OPTS}, "uv run", path, conv)
     if withs:
-        if len(withs) > 1:
-            conv.warn(path, f"uv run --with names {len(withs)} packages: only {withs[0]!r} is kept")
         requirement = _pypi_spec(withs[0], path, conv)
+        if len(withs) > 1:
+            conv.warn(path, f"uv run --with names {len(withs)} packages: only {requirement!r} is kept")
         command = positional[0] if _dist_name(positional[0]) != _dist_name(requirement) else None
         return _launch("pypi", requirement, positional[1:], command=command)
     if _interpreter_kind(_exe_name(positional[0])) == "python":
@@ -218,7 +220,8 @@ def _unknown(argv: list[str], why: str, *, path: str, base_dir: Path, conv: Conv
     # A bare name is looked up on PATH now, so the manifest names the file that actually runs.
     where = _resolve(exe, base_dir) if "/" in exe or exe.startswith("~") else shutil.which(exe) or exe
     found = "" if os.path.isabs(where) else " (not found on PATH)"
-    conv.warn(path, f"'{exe}' {why}: kept as a local path source {where!r}{found}; "
+    target = "" if where == exe else f" {where!r}"
+    conv.warn(path, f"'{exe}' {why}: kept as a local path source{target}{found}; "
                     "check that it needs no install step")
     return _launch("path", where, argv[1:])
 
@@ -265,7 +268,7 @@ def _warn_options(options: list[tuple[str, str | None]], understood: set[str] | 
 
 def _npm_spec(spec: str, path: str, conv: Conversion) -> str:
     if ":" in spec or spec.startswith((".", "/", "~")) or spec.endswith(".tgz"):
-        raise conv.error(path, f"npx runs {spec!r}, which is not an npm registry package: "
+        raise conv.error(path, f"npx runs {_shown(spec)!r}, which is not an npm registry package: "
                                "use a path source or write the manifest by hand")
     return spec
 
@@ -280,7 +283,7 @@ def _pypi_spec(spec: str, path: str, conv: Conversion) -> str:
     """uv's `pkg@1.2` -> `pkg==1.2`, `pkg@latest` -> `pkg`; anything that is not a PyPI name fails."""
     spec = spec.strip()
     if "://" in spec or spec.startswith(("git+", ".", "/", "~")):
-        raise conv.error(path, f"{spec!r} is not a PyPI package: use a path source or write the manifest "
+        raise conv.error(path, f"{_shown(spec)!r} is not a PyPI package: use a path source or write the manifest "
                                "by hand")
     name, at, version = spec.partition("@")
     if at:
@@ -332,11 +335,22 @@ def _resolve(value: str, base_dir: Path) -> str:
 
 
 def _where(url: object) -> str:
-    """Scheme and host only: a URL's path or query may carry a token."""
-    if not isinstance(url, str):
-        return ""
-    parts = urlsplit(url)
-    return f" ({parts.scheme}://{parts.netloc})" if parts.scheme and parts.netloc else ""
+    """` (scheme://host)` for a warning: user info, path and query may carry a token."""
+    shown = _shown(url) if isinstance(url, str) else ""
+    return f" ({shown})" if "://" in shown else ""
+
+
+def _shown(value: str) -> str:
+    """A value fit for a message: a URL is cut down to scheme and host."""
+    if "://" not in value:
+        return value
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<url>"
+    return f"{parts.scheme}://{host}{port}"
 
 
 class _Translator:

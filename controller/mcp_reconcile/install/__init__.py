@@ -7,14 +7,14 @@ previous install and its record untouched. The installers behind the `Installer`
 npm.py, pypi.py and local.py; they import the helpers below, so this module loads them lazily.
 
 Events (structlog, logger "mcp_reconcile"): install.started, install.retried, install.fallback,
-install.succeeded, install.failed, install.skipped, uninstall.succeeded; fields server, source,
-attempt, duration_ms, error. Env values never appear in them.
+install.succeeded, install.failed, install.skipped (debug: every no-op pass), install.recovered,
+install.record_unreadable, uninstall.succeeded; fields server, source, attempt, duration_ms, error.
+Env values never appear in them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 import shutil
@@ -57,15 +57,20 @@ class Installer(Protocol):
 
 def installer_for(spec: ServerSpec) -> Installer:
     """The installer for the spec's source kind."""
+    try:
+        return _installer_classes()[spec.source.kind]()
+    except KeyError:
+        raise PermanentError(spec.name, "install", f"unknown source kind {spec.source.kind!r}") from None
+
+
+def _installer_classes() -> dict[str, type[Installer]]:
+    """Source kind (and record installer name) -> installer class; imported here, not at module top."""
     from mcp_reconcile.install.local import LocalInstaller
     from mcp_reconcile.install.npm import NpmInstaller
     from mcp_reconcile.install.pypi import PypiInstaller
 
-    installers: dict[str, type[Installer]] = {"npm": NpmInstaller, "pypi": PypiInstaller, "path": LocalInstaller}
-    try:
-        return installers[spec.source.kind]()
-    except KeyError:
-        raise PermanentError(spec.name, "install", f"unknown source kind {spec.source.kind!r}") from None
+    return {"npm": NpmInstaller, "pypi": PypiInstaller, "uv": PypiInstaller, "pip": PypiInstaller,
+            "path": LocalInstaller, "local": LocalInstaller}
 
 
 def is_current(spec: ServerSpec, record: InstallRecord | None) -> bool:
@@ -87,14 +92,15 @@ async def ensure_installed(spec: ServerSpec, state: StateDir, *, force: bool = F
     Raises PrerequisiteError, PermanentError or TransientError; on any failure the previous install
     and its record are left as they were. `installer` replaces `installer_for(spec)` (tests).
     """
-    installs = state.ensure().root / "installs"
     final = state.install_dir(spec.name)
-    _recover_interrupted_swap(installs, spec.name)
-    record = _read_record(state, spec.name)
     source = str(spec.source)
+    record = _read_record(state, spec.name)
+    if record is None and _recover_interrupted_swap(final):
+        record = _read_record(state, spec.name)
     if not force and record is not None and is_current(spec, record):
         log.debug("install.skipped", server=spec.name, source=source, reason="install generation is current")
         return record, False
+    installs = state.ensure().root / "installs"
     problems = check_prerequisites(spec)
     if problems:
         log.error("install.failed", server=spec.name, source=source, error=str(problems[0]))
@@ -138,8 +144,13 @@ async def uninstall(name: str, state: StateDir) -> bool:
 
 
 def launch_spec(spec: ServerSpec, record: InstallRecord, base_env: Mapping[str, str]) -> LaunchSpec:
-    """argv, env and cwd that start the installed server (spec.args appended, spec.env on top)."""
-    installer = installer_for(spec)
+    """argv, env and cwd that start the installed server (spec.args appended, spec.env on top).
+
+    The record's installer decides the layout, so a spec whose source kind changed still launches
+    what is installed until the reinstall happens.
+    """
+    recorded = _installer_classes().get(record.get("installer", ""))
+    installer = recorded() if recorded is not None else installer_for(spec)
     bin_dir = installer.bin_dir(record)
     env = dict(base_env)
     path = env.get("PATH", os.defpath)
@@ -197,18 +208,20 @@ def _swap_in(staging: Path, final: Path) -> Path | None:
     return aside
 
 
-def _recover_interrupted_swap(installs: Path, name: str) -> None:
+def _recover_interrupted_swap(final: Path) -> bool:
     """After a crash between the two renames of a swap, put the previous install back in place."""
-    final = installs / name
-    if final.exists():
-        return
-    for aside in sorted(installs.glob(f".{name}.{REPLACED_MARK}-*")):
+    if final.exists() or not final.parent.is_dir():
+        return False
+    for aside in sorted(final.parent.glob(f".{final.name}.{REPLACED_MARK}-*")):
         if (aside / RECORD_FILE).is_file():
-            with contextlib.suppress(OSError):
+            try:
                 os.rename(aside, final)
-                log.warning("install.recovered", server=name, reason="previous install restored after an "
-                                                                      "interrupted swap")
-                return
+            except OSError:
+                continue
+            log.warning("install.recovered", server=final.name,
+                        reason="previous install restored after an interrupted swap")
+            return True
+    return False
 
 
 def _remove_leftovers(installs: Path, name: str) -> None:

@@ -189,6 +189,8 @@ class Controller:
     def _failed(self, name: str, error: str) -> None:
         policy = self._policy(name)
         state = policy.failed(self.backoff.get(name, BackoffState()), self.clock.now())
+        if state.failures == 1:   # the first crash restarts at once; repeated ones back off
+            state = replace(state, delay_s=0.0, until=None)
         self.backoff[name] = state
         crash_loop = policy.in_crash_loop(state)
         self.ledger.update(name, in_crash_loop=crash_loop, backoff_delay_s=round(state.delay_s, 3))

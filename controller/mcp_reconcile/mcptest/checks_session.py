@@ -24,8 +24,9 @@ from mcp_reconcile.mcptest.model import (
     Settings,
     Status,
 )
-from mcp_reconcile.mcptest.sdk import cheap_request, describe_error
+from mcp_reconcile.mcptest.sdk import describe_error
 from mcp_reconcile.mcptest.stats import summarize
+from mcp_reconcile.protocol import cheap_request
 
 # A listing longer than this many pages is a server that never ends its cursor chain.
 MAX_LIST_PAGES = 100

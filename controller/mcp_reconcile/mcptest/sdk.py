@@ -9,9 +9,10 @@ it is the suite's job.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,10 @@ async def process_transport(proc: ServerProcess) -> AsyncIterator[tuple[Any, Any
             tasks.cancel_scope.cancel()
 
 
+# Bound on closing a session (the SDK's own stdio and HTTP teardown waits are bounded too).
+CLOSE_TIMEOUT_S = 5.0
+
+
 @dataclass
 class Session:
     """An open SDK client and what its connect negotiated."""
@@ -71,17 +76,46 @@ class Session:
     era: str
     protocol_version: str
     server_info: dict[str, Any] | None
-    connect_ms: float
+    connected_at: float  # time.monotonic() when the connect returned
 
 
-async def open_session(stack: AsyncExitStack, client: Client) -> Session:
-    """Enter `client` on `stack` (mode auto: discover, else initialize) and describe the result."""
-    started = time.monotonic()
-    await stack.enter_async_context(client)
-    info = client.server_info
-    return Session(client, era_of(client), client.protocol_version,
-                   info.model_dump(mode="json", exclude_none=True) if info is not None else None,
-                   (time.monotonic() - started) * 1000)
+@dataclass
+class SessionRun:
+    """How `run_session` went: the session it opened, or why there was none."""
+
+    session: Session | None
+    error: str | None = None
+
+
+async def run_session(client: Client, *, connect_timeout_s: float,
+                      body: Callable[[Session], Awaitable[None]]) -> SessionRun:
+    """Connect `client` (mode auto: discover, else initialize) within the bound, run `body`, close.
+
+    The connect bound is a cancel scope around the client's whole life whose deadline is lifted
+    once connected: the SDK's task groups must nest inside it, so a `fail_after` around the
+    connect alone would not do. Errors of `body` propagate; errors of the close do not.
+    """
+    session: Session | None = None
+    finished = False
+    try:
+        with anyio.CancelScope(deadline=anyio.current_time() + connect_timeout_s) as scope:
+            async with client:
+                scope.deadline = math.inf
+                info = client.server_info
+                session = Session(client, era_of(client), client.protocol_version,
+                                  info.model_dump(mode="json", exclude_none=True) if info is not None else None,
+                                  time.monotonic())
+                await body(session)
+                finished = True
+                scope.deadline = anyio.current_time() + CLOSE_TIMEOUT_S
+    except Exception as exc:
+        if session is None:
+            return SessionRun(None, describe_error(exc, timeout_s=connect_timeout_s))
+        if not finished:
+            raise
+    if session is None:
+        return SessionRun(None, f"no answer to server/discover or initialize within {connect_timeout_s:g} s")
+    return SessionRun(session)
 
 
 def stdio_client(proc: ServerProcess, *, mode: str = "auto") -> Client:

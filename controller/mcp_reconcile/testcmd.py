@@ -1,0 +1,88 @@
+"""`mcp-reconcile test`: the MCP test suite (mcptest) against servers from the manifests, and the
+readiness gate's single-server run. Imports mcp lazily: only this command and the gate pay for it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from mcp_reconcile import events, install, render
+from mcp_reconcile.cli import Options
+from mcp_reconcile.desired import load_desired
+from mcp_reconcile.errors import McpReconcileError
+from mcp_reconcile.ledger import Ledger
+from mcp_reconcile.model import ServerSpec
+from mcp_reconcile.store import StateDir
+
+
+async def test_one(spec: ServerSpec, state: StateDir, base_env: Mapping[str, str], *, force: bool = False) -> Any:
+    """Run the suite against one installed server; returns the mcptest ServerReport."""
+    from mcp_reconcile.mcptest.model import SuiteOptions, Target
+    from mcp_reconcile.mcptest.suite import run_suite
+
+    record = state.read_install(spec.name)
+    if not record:
+        raise McpReconcileError(f"{spec.name}: not installed (run `mcp-reconcile apply --install` first)")
+    launch = install.launch_spec(spec, record, base_env)
+    run = state.read_run(spec.name) or {}
+    endpoint = run.get("endpoint") if run.get("state") == "running" else None
+    target = Target.from_spec(spec, launch, endpoint=endpoint)
+    report = await run_suite(target, SuiteOptions(force=force, log_dir=state.root / "logs" / "tests"))
+    log = events.get_logger()
+    for check in report.checks:
+        status = getattr(check.status, "value", check.status)
+        if status == "fail":
+            log.warning("test.failed", server=spec.name, check=check.name, error=check.message)
+    log.info("test.completed", server=spec.name, passed=report.passed, era=report.era, checks=len(report.checks))
+    return report
+
+
+async def run_tests_async(opts: Options, state: StateDir, specs: Mapping[str, ServerSpec], *,
+                          ledger: Ledger | None = None) -> int:
+    from mcp_reconcile.mcptest.report import render_table, write_json_report, write_junit
+
+    names = opts.names or sorted(specs)
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        print(f"error: no manifest declares {', '.join(unknown)}", file=sys.stderr)
+        return render.EXIT_ERROR
+    missing = [n for n in names if not state.read_install(n)]
+    if missing:
+        with state.locked():
+            for name in missing:
+                print(f"installing {name} for testing ...", flush=True)
+                await install.ensure_installed(specs[name], state, force=False)
+    reports = []
+    for name in names:
+        try:
+            reports.append(await test_one(specs[name], state, dict(os.environ), force=opts.force))
+        except McpReconcileError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return render.EXIT_ERROR
+    from rich.console import Console
+
+    Console(width=160 if not sys.stdout.isatty() else None).print(render_table(reports))
+    write_json_report(reports, state.reports_dir / "test_report.json")
+    if opts.junit:
+        write_junit(reports, opts.junit)
+    if ledger is not None:
+        for report in reports:
+            ledger.update(report.server, test_message="all checks passed" if report.passed else "tests failed")
+    failed = [r.server for r in reports if not r.passed]
+    print(f"{len(reports) - len(failed)} of {len(reports)} server(s) passed"
+          + (f"; failed: {', '.join(failed)}" if failed else "."))
+    return render.EXIT_ERROR if failed else render.EXIT_OK
+
+
+def run_tests(opts: Options) -> int:
+    state = StateDir(opts.state_dir)
+    desired = load_desired(opts.manifest_paths(), state, create_key=True)
+    if desired.load.problems:
+        print(render.problems_text(desired.load.problems), file=sys.stderr)
+    state.ensure()
+    events.configure(state.events_file, secrets=desired.load.secret_values(), stderr=None)
+    code = asyncio.run(run_tests_async(opts, state, desired.load.by_name))
+    return max(code, render.EXIT_ERROR if desired.load.problems else render.EXIT_OK)
