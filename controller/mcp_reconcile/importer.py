@@ -32,7 +32,7 @@ def import_config(opts: Options) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return render.EXIT_ERROR
     for warning in converted.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {source} {warning}", file=sys.stderr)
     problems = [p.located(file=f"{source} -> {doc.get('metadata', {}).get('name', i)}", doc_index=i)
                 for i, doc in enumerate(converted.documents) for p in validate_document(doc)]
     if problems:

@@ -253,10 +253,11 @@ def load_manifests(paths: Sequence[str | Path], *, environ: Mapping[str, str] | 
         try:
             docs, warnings = read_documents(path)
         except ManifestError as exc:
-            result.problems.append(exc.located(file=str(path)))
+            # a foreign config reports all of its problems at once, each already located
+            result.problems.extend(p.located(file=p.file or str(path)) for p in getattr(exc, "problems", (exc,)))
             result.broken_files.add(str(path))
             continue
-        result.warnings.extend(warnings)  # each already names its file
+        result.warnings.extend(f"{path} {w}" for w in warnings)
         for index, doc in enumerate(docs):
             if doc is None:
                 continue

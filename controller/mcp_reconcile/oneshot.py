@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
+from collections.abc import Callable, Iterator
 
 from mcp_reconcile import events, install, render
 from mcp_reconcile.apply import Limits, Outcome, apply_plan
@@ -34,6 +36,26 @@ def print_outcome(outcome: Outcome) -> None:
         _say(f"  skip   {a.kind.value:<9} {a.server}: {outcome.error}")
     else:
         _say(f"  FAILED {a.kind.value:<9} {a.server}: {outcome.error}")
+
+
+@contextlib.contextmanager
+def progress(total: int) -> Iterator[Callable[[Outcome], None]]:
+    """Outcome lines as they happen; on a TTY, with a live spinner counting what is done (rich)."""
+    if not sys.stdout.isatty():
+        yield print_outcome
+        return
+    from rich.console import Console
+
+    console = Console()
+    done = 0
+    with console.status(f"applying 0/{total} actions ...") as status:
+        def on_outcome(outcome: Outcome) -> None:
+            nonlocal done
+            done += 1
+            print_outcome(outcome)
+            status.update(f"applying {done}/{total} actions ...")
+
+        yield on_outcome
 
 
 def apply_once(opts: Options) -> int:
@@ -90,7 +112,8 @@ async def _apply(opts: Options, state: StateDir) -> int:
         _say("Applying:")
         limits = Limits(installs=opts.max_parallel_installs, starts=opts.max_parallel_starts)
         try:
-            outcomes = await apply_plan(the_plan, specs, effects, limits=limits, on_outcome=print_outcome)
+            with progress(len(the_plan.actions)) as on_outcome:
+                outcomes = await apply_plan(the_plan, specs, effects, limits=limits, on_outcome=on_outcome)
         finally:
             ledger.save()
             write_installation_report(state, outcomes)

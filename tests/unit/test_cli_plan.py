@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -148,6 +149,7 @@ def test_a_rotated_secret_shows_as_sensitive_and_its_value_nowhere(
     monkeypatch.setenv("API_KEY", SECRET)
     argv = ["plan", "-f", str(path), "--state-dir", str(state_dir.root)]
     code, text, err = run_cli(argv)
+    assert code == 0
     assert "  ~ restart   api  (changed: env.API_KEY (sensitive))" in text.splitlines()
     _, as_json, _ = run_cli([*argv, "-o", "json"])
     assert json.loads(as_json)["actions"][0]["changed_fields"] == ["env.API_KEY"]
@@ -156,15 +158,43 @@ def test_a_rotated_secret_shows_as_sensitive_and_its_value_nowhere(
         assert secret not in "".join(p.read_text(errors="replace") for p in state_dir.root.rglob("*.json"))
 
 
-def test_a_stale_run_record_is_planned_as_a_start_with_the_reason(
-        run_cli: RunCli, state_dir: StateDir) -> None:
-    everything, time = specs_for(["manifests/"], state_dir)
-    converge(state_dir, [everything, time])
-    pid = gone_pid()
-    write_running(state_dir, time, runner_pid=pid)
+def _record_of_a_gone_runner(record: dict[str, Any]) -> str:
+    record["runner_pid"] = pid = gone_pid()
+    return f"runner record is stale (runner pid {pid} is gone)"
+
+
+def _record_of_a_reused_pid(record: dict[str, Any]) -> str:
+    record["runner_create_time"] -= 3600  # same pid, but a process started an hour earlier: not ours
+    return f"runner record is stale (pid {record['runner_pid']} now belongs to another process)"
+
+
+def _record_of_another_command(record: dict[str, Any]) -> str:
+    record["runner_cmdline"] = ["mcp-reconcile", "runner", "time"]
+    return f"runner record is stale (pid {record['runner_pid']} now belongs to another process)"
+
+
+def _record_of_an_exit(record: dict[str, Any]) -> str:
+    record.update(state="exited", exit={"code": 3, "signal": None, "at": 0.0})
+    return "exited with code 3"
+
+
+@pytest.mark.parametrize("tamper", [
+    pytest.param(_record_of_a_gone_runner, id="the runner pid is gone"),
+    pytest.param(_record_of_a_reused_pid, id="the pid was reused by a process with another create_time"),
+    pytest.param(_record_of_another_command, id="the pid runs another command line"),
+    pytest.param(_record_of_an_exit, id="the runner recorded the server's exit"),
+])
+def test_a_run_record_that_is_not_a_live_runner_is_planned_as_a_start_with_the_reason(
+        run_cli: RunCli, state_dir: StateDir, tamper: Callable[[dict[str, Any]], str]) -> None:
+    """SPEC §4: a pid counts as ours only with the same create_time and command line."""
+    converge(state_dir, specs_for(["manifests/"], state_dir))
+    record = dict(state_dir.read_run("time") or {})
+    reason = tamper(record)
+    state_dir.write_run(record)  # type: ignore[arg-type]
     code, out, _ = run_cli(["plan", "-f", "manifests/", "--state-dir", str(state_dir.root)])
     assert code == 0
-    assert f"  + start     time        (runner record is stale (runner pid {pid} is gone))" in out.splitlines()
+    assert [line for line in out.splitlines() if line.startswith("  ")] == [
+        f"  + start     time  ({reason})", f"  ? test      time  ({GATE})"]
 
 
 def test_an_empty_manifest_removes_every_known_server_stop_first(run_cli: RunCli, state_dir: StateDir) -> None:
@@ -177,17 +207,22 @@ def test_an_empty_manifest_removes_every_known_server_stop_first(run_cli: RunCli
     assert out.splitlines()[-1] == "Plan: 0 to install, 0 to start, 0 to restart, 2 to stop, 2 to remove."
 
 
-def test_a_broken_manifest_keeps_its_server_as_it_is_and_exits_1(
-        run_cli: RunCli, write_manifest: WriteManifest, state_dir: StateDir) -> None:
-    good = write_manifest("apiVersion: mcp-reconcile/v1\nkind: MCPServer\nmetadata: {name: a}\n"
-                          "spec: {source: {npm: a@1.0.0}}\n", "a.yaml")
-    converge(state_dir, specs_for([good], state_dir))
-    good.write_text(good.read_text().replace("spec:", "spec: {colour: blue,").replace("}}", "}}}"))
-    code, out, err = run_cli(["plan", "--detailed-exitcode", "-f", str(good.parent),
+@pytest.mark.parametrize(("broken", "message"), [
+    pytest.param("spec: {source: {npm: a@1.0.0}, colour: blue}\n",
+                 "[0] spec: unknown field(s) ('colour' was unexpected)", id="a schema violation"),
+    pytest.param("spec: {source: {npm: a@1.0.0}\n", ":5: invalid YAML: ", id="invalid YAML"),
+])
+def test_a_broken_manifest_leaves_its_running_server_alone_and_exits_1(
+        run_cli: RunCli, write_manifest: WriteManifest, state_dir: StateDir, broken: str, message: str) -> None:
+    """Last good state (SPEC §5): neither restarted nor removed while its manifest is broken."""
+    head = "apiVersion: mcp-reconcile/v1\nkind: MCPServer\nmetadata: {name: a}\n"
+    path = write_manifest(head + "spec: {source: {npm: a@1.0.0}}\n", "a.yaml")
+    converge(state_dir, specs_for([path], state_dir))
+    path.write_text(head + broken)
+    code, out, err = run_cli(["plan", "--detailed-exitcode", "-f", str(path.parent),
                               "--state-dir", str(state_dir.root)])
-    assert code == 1
-    assert err == f"error: {good}[0] spec: unknown field(s) ('colour' was unexpected)\n"
-    assert out == NO_CHANGES
+    assert (code, out) == (1, NO_CHANGES)
+    assert err.startswith(f"error: {path}{message}")
 
 
 # --- errors: exit 1, message on stderr, never a traceback ---------------------------------------------------

@@ -106,7 +106,7 @@ def test_cursor_config_skips_the_remote_url_entry_without_printing_its_token():
     assert list(got) == ["everything", "local-tools"]
     assert got["everything"]["env"] == {"API_TOKEN": "${EVERYTHING_TOKEN}"}
     assert got["local-tools"] == {"source": {"path": str(FIXTURES / "tools" / "server.mjs")},
-                                  "args": ["--verbose"], "envFile": str(FIXTURES / ".env")}
+                                  "args": ["--verbose"], "envFile": str(FIXTURES / "tools.env")}
     remote = [w for w in converted.warnings if "mcpServers.linear" in w]
     assert remote and "remote" in remote[0] and "skipped" in remote[0]
     assert "not-for-logs" not in "\n".join(converted.warnings)
@@ -151,7 +151,7 @@ def test_registry_npm_server_json_picks_the_npm_package_and_maps_arguments_and_e
     converted = load_foreign(FIXTURES / "registry_npm_server.json")
     assert specs(converted) == {"weather": {
         "source": {"npm": "@example/weather-mcp@1.4.0"},
-        "args": ["--units", "metric", "${CACHE_DIR}"],
+        "args": ["--units", "metric"],
         "env": {"OPENWEATHER_API_KEY": "${OPENWEATHER_API_KEY}",
                 "WEATHER_LANG": "${WEATHER_LANG:-en}",
                 "WEATHER_REGION": "${WEATHER_REGION}"},
@@ -160,6 +160,8 @@ def test_registry_npm_server_json_picks_the_npm_package_and_maps_arguments_and_e
     assert "packages[1]: oci package 'docker.io/example/weather-mcp' skipped" in text
     assert "remotes[0]: remote streamable-http endpoint skipped" in text
     assert "optional variables left out (add them to spec.env if needed): WEATHER_DEBUG" in text
+    assert ("packages[0].packageArguments[1]: required argument cache_dir has no value here: left out, "
+            "add it to spec.args (the server needs it)") in text
 
 
 def test_registry_pypi_server_json_keeps_secret_variables_as_references():
@@ -178,15 +180,26 @@ def test_registry_streamable_http_package_sets_transport_port_and_path():
     data = {"name": "io.github.acme/search", "version": "2.0.0", "packages": [
         {"registryType": "pypi", "identifier": "acme-search", "version": "2.0.0",
          "transport": {"type": "streamable-http", "url": "http://127.0.0.1:8931/api/mcp"},
-         "packageArguments": [{"type": "named", "name": "--token", "value": "{token}",
-                               "variables": {"token": {"isSecret": True}}}]},
+         "packageArguments": [
+             {"type": "named", "name": "--token", "value": "{token}", "variables": {"token": {"isSecret": True}}},
+             {"type": "named", "name": "--region", "value": "{region}", "variables": {"region": {"default": "eu"}}},
+         ]},
     ]}
     converted = convert(data, file="server.json", base_dir=BASE)
     assert_valid_manifests(converted)
     assert specs(converted) == {"search": {
         "source": {"pypi": "acme-search==2.0.0"}, "transport": "streamable-http", "port": 8931,
-        "path": "/api/mcp", "args": ["--token", "${TOKEN}"],
+        "path": "/api/mcp", "args": ["--region", "eu"],
     }}
+    assert any(w.startswith("packages[0].packageArguments[0]: optional argument --token has no value here")
+               for w in converted.warnings)
+
+
+def test_a_variable_the_user_put_on_the_command_line_is_kept_with_a_warning():
+    spec, warnings = convert_one("npx", ["-y", "pkg-a", "--key", "${env:API_KEY}"])
+    assert spec == {"source": {"npm": "pkg-a"}, "args": ["--key", "${API_KEY}"]}
+    assert warnings == ["mcpServers.srv: ${VAR} on the command line is not expanded (only spec.env values "
+                        "are): pass the value through env instead"]
 
 
 def test_registry_server_json_with_only_remotes_converts_to_nothing_with_warnings():

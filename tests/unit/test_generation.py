@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from mcp_reconcile import generation
@@ -54,7 +55,7 @@ def test_a_printed_generation_does_not_contain_the_secret() -> None:
     assert all(c in "0123456789abcdef " for c in printed)
 
 
-def test_digests_differ_across_state_dir_keys(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_digests_differ_across_state_dir_keys(tmp_path: Path) -> None:
     """The key is random per state dir, so a digest cannot be brute-forced back to a short secret."""
     key_one, key_two = StateDir(tmp_path / "one").hmac_key(), StateDir(tmp_path / "two").hmac_key()
     document = doc(env={"API_KEY": "${API_KEY}"})

@@ -91,10 +91,11 @@ def listener() -> Iterator[object]:
 
 # --- run_command -------------------------------------------------------------------------------------------
 
-def test_run_command_timeout_kills_the_whole_group() -> None:
-    # sh exits at once; its background sleep keeps stdout open, so run_command times out on it
-    result = asyncio.run(proc.run_command(["sh", "-c", "sleep 300 & echo $!"], timeout_s=1.0))
-    grandchild = int(result.stdout.strip())
+def test_run_command_timeout_kills_the_whole_group(tmp_path: Path) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    script = f"sleep 300 & echo $! > {pid_file}; wait"
+    result = asyncio.run(proc.run_command(["sh", "-c", script], timeout_s=3.0))
+    grandchild = int(pid_file.read_text())
     assert result.timed_out
     assert wait_gone(grandchild)
     assert is_gone(grandchild)
@@ -134,16 +135,16 @@ def test_stopping_a_forking_server_leaves_no_grandchild(tmp_path: Path, pgids: l
     pid_file = tmp_path / "child.pid"
     env = {**os.environ, **listener.env(), "CHILD_PID_FILE": str(pid_file)}
 
-    async def scenario() -> int:
+    async def scenario() -> tuple[int, list[object]]:
         server = await proc.spawn_server(fault_server("forks_child"), env, None, tmp_path / "srv.log")
         pgids.append(server.pgid)
         await _request(server, INITIALIZE)  # the pid file exists once initialize is answered
+        # both connected (the server first, then its grandchild): both are surely running
+        conns = [await asyncio.to_thread(listener.accept, WAIT_S) for _ in range(2)]
         await proc.stop_server(server, stop_timeout_s=WAIT_S)
-        return int(pid_file.read_text())
+        return int(pid_file.read_text()), conns
 
-    grandchild = asyncio.run(scenario())
-    server_conn = listener.accept(WAIT_S)  # connections wait in the backlog: the server's first
-    child_conn = listener.accept(WAIT_S)
+    grandchild, (server_conn, child_conn) = asyncio.run(scenario())
     assert listener.wait_closed(server_conn, WAIT_S)
     assert listener.wait_closed(child_conn, WAIT_S)
     assert is_gone(grandchild)
@@ -225,6 +226,8 @@ def test_own_create_time_and_cmdline_equal_what_psutil_reports() -> None:
 def test_identity_check_rejects_a_pid_whose_create_time_or_cmdline_differs() -> None:
     sleeper = subprocess.Popen(["sleep", "300"])
     try:
+        # right after a vfork+exec the new cmdline is not yet visible in /proc for a moment
+        wait_until(lambda: (proc.process_identity(sleeper.pid) or (0, []))[1])
         identity = proc.process_identity(sleeper.pid)
         assert identity is not None
         create_time, cmdline = identity

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -113,14 +114,14 @@ def test_a_corrupt_state_file_is_a_store_error_naming_the_file(state_dir: StateD
     with pytest.raises(StoreError) as caught:
         read_json(state_dir.state_file)
     assert str(caught.value).startswith(f"{state_dir.state_file}: unreadable state file: ")
-    with pytest.raises(StoreError, match=f"^{state_dir.state_file}: "):
+    with pytest.raises(StoreError, match=f"^{re.escape(str(state_dir.state_file))}: "):
         Ledger(state_dir)
 
 
 def test_a_state_file_that_breaks_its_schema_is_a_store_error_naming_the_file(state_dir: StateDir) -> None:
     state_dir.ensure()
     state_dir.state_file.write_text(json.dumps({"version": 1, "servers": {"a": {"restarts": -1}}}))
-    with pytest.raises(StoreError, match=f"^{state_dir.state_file}: servers.a.restarts: "):
+    with pytest.raises(StoreError, match=f"^{re.escape(str(state_dir.state_file))}: servers.a.restarts: "):
         Ledger(state_dir)
 
 
@@ -128,7 +129,7 @@ def test_a_corrupt_record_is_a_store_error_naming_the_file(state_dir: StateDir) 
     path = state_dir.run_record_path("a")
     path.parent.mkdir(parents=True)
     path.write_text("not json")
-    with pytest.raises(StoreError, match=f"^{path}: unreadable state file"):
+    with pytest.raises(StoreError, match=f"^{re.escape(str(path))}: unreadable state file"):
         state_dir.read_run("a")
 
 
@@ -140,3 +141,16 @@ def test_the_hmac_key_is_random_private_and_stable(tmp_path: Path) -> None:
     assert StateDir(tmp_path / "one").hmac_key() == key
     assert two.hmac_key() != key
     assert mode(one.root / ".key") == 0o600
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: hmac_key writes .key in place (no temp + rename) and accepts any "
+                   "content, so a crash or a concurrent reader mid-write leaves an empty key that every "
+                   "generation is then keyed with")
+def test_a_truncated_key_file_is_never_used_as_the_key(state_dir: StateDir) -> None:
+    state_dir.ensure()
+    (state_dir.root / ".key").write_bytes(b"")
+    try:
+        key = state_dir.hmac_key()
+    except StoreError:
+        return  # refusing it is as good as replacing it
+    assert len(key) == 32

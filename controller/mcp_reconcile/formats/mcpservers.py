@@ -117,7 +117,19 @@ def client_entry_spec(entry: dict, *, path: str, scope: Scope, conv: Conversion)
 
 
 def launch_spec(command: str, args: list, *, path: str, base_dir: Path, conv: Conversion) -> dict | None:
-    """A command line -> {source, command?, args?} (see the module docstring); None when skipped."""
+    """A command line -> {source, command?, args?} (see the module docstring); None when skipped.
+
+    `${VAR}` on the command line is kept as written, with a warning: manifests expand variables only
+    in spec.env, so the loader will reject that server until the value moves into env.
+    """
+    spec = _launch_spec(command, args, path=path, base_dir=base_dir, conv=conv)
+    if spec and any("${" in str(a) for a in [*spec.get("args", []), spec.get("command") or ""]):
+        conv.warn(path, "${VAR} on the command line is not expanded (only spec.env values are): "
+                        "pass the value through env instead")
+    return spec
+
+
+def _launch_spec(command: str, args: list, *, path: str, base_dir: Path, conv: Conversion) -> dict | None:
     argv = [*_split_command(command), *(_arg_text(a) for a in args)]
     exe = _exe_name(argv[0])
     if exe in ("docker", "podman"):

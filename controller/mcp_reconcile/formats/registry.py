@@ -7,8 +7,10 @@ packages and `remotes` are skipped with a warning. The server name is the part a
   not secret, with a default    NAME: ${NAME:-default}
   required, no default          NAME: ${NAME}
   optional, no default          left out (warned: add it to spec.env if you need it)
-`packageArguments` become args; an argument without a value becomes `${VALUE_HINT}`. `{name}`
-placeholders in values become `${NAME}`.
+`packageArguments` become args. `${VAR}` is expanded only in env (never on a command line), so an
+argument whose value is not known here (no value or default, or a secret / default-less `{placeholder}`)
+is left out with a warning; a `{placeholder}` with a default takes it. In env values `{name}` becomes
+`${NAME}`.
 """
 
 from __future__ import annotations
@@ -109,17 +111,28 @@ def _http_endpoint(url: str, path: str, conv: Conversion) -> dict:
 
 
 def _argument(arg: dict, path: str, conv: Conversion) -> list[str]:
+    label = arg.get("name") or arg.get("valueHint") or "positional argument"
     value = arg.get("value", arg.get("default"))
     if value is not None:
-        value = _placeholders(value, arg.get("variables", {}))
-    elif arg["type"] == "positional" or arg.get("isRequired"):
-        variable = input_var(arg.get("valueHint") or arg.get("name") or f"arg_{path}")
-        value = "${" + variable + "}"
-        conv.warn(path, f"no value given: passed as {value}; set {variable} in the controller's environment")
-    else:
-        conv.warn(path, f"optional argument {arg['name']} left out: add it to spec.args if you need it")
+        value = _literal_placeholders(value, arg.get("variables", {}))
+    if value is None:
+        needed = arg["type"] == "positional" or arg.get("isRequired")
+        conv.warn(path, f"{'required' if needed else 'optional'} argument {label} has no value here: "
+                        "left out, add it to spec.args" + (" (the server needs it)" if needed else " if needed"))
         return []
     return [arg["name"], value] if arg["type"] == "named" else [value]
+
+
+def _literal_placeholders(value: str, variables: dict) -> str | None:
+    """`{name}` -> the variable's default; None when one has no default or is a secret (args are
+    never expanded, so a value that needs the environment cannot go on the command line)."""
+    missing = [m.group(1) for m in _PLACEHOLDER.finditer(value)
+               if m.group(1) in variables and (variables[m.group(1)].get("isSecret")
+                                               or variables[m.group(1)].get("default") is None)]
+    if missing:
+        return None
+    return _PLACEHOLDER.sub(lambda m: variables[m.group(1)]["default"] if m.group(1) in variables
+                            else m.group(0), value)
 
 
 def _environment(variables: list[dict], path: str, conv: Conversion) -> dict[str, str]:

@@ -52,11 +52,12 @@ class Controller:
         self.clock = clock or SystemClock()
         self.ledger = Ledger(state)
         self.queue = WorkQueue(self.clock)
+        # read (and drop) $NOTIFY_SOCKET before the runners' environment is captured: they must not inherit it
+        self.notifier = Notifier(unset_environment=True)
         self.effects = HostEffects(state, self.ledger, force=opts.force)
         self.desired: dict[str, ServerSpec] = {}
         self.protected: set[str] = set()
         self.backoff: dict[str, BackoffState] = {}
-        self.notifier = Notifier(unset_environment=True)
         self.alerts = AlertSink(opts.webhook_url)
         self.log = events.get_logger()
         self.first_pass: set[str] = set()

@@ -7,9 +7,10 @@ request on a stateless one (SPEC appendix: a stdio connection's era is fixed by 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -68,50 +69,85 @@ def responses(messages: list[Any]) -> list[dict[str, Any]]:
             and ("result" in m or "error" in m)]
 
 
-def request_ids(count: int) -> list[Any]:
-    """`count` distinct ids mixing numbers and strings, since a server must echo both unchanged."""
-    return [10_000 + i if i % 2 == 0 else f"mcptest-{i}" for i in range(count)]
+def burst_plan(count: int, methods: tuple[str, ...]) -> list[tuple[Any, str]]:
+    """`count` (id, method) pairs: ids mix numbers and strings (a server must echo both unchanged),
+    methods alternate so that an answer given to the wrong request shows in its shape."""
+    return [(10_000 + i if i % 2 == 0 else f"mcptest-{i}", methods[i % len(methods)]) for i in range(count)]
+
+
+def fits(method: str, answer: Mapping[str, Any]) -> bool:
+    """Whether a result has the shape of an answer to `method` (errors are judged elsewhere)."""
+    if "error" in answer:
+        return True
+    result = answer.get("result")
+    if not isinstance(result, Mapping):
+        return False
+    if method == "tools/list":
+        return isinstance(result.get("tools"), list)
+    if method == "server/discover":
+        return "supportedVersions" in result
+    return "tools" not in result and "supportedVersions" not in result  # ping: an empty result
 
 
 @dataclass(frozen=True)
 class IdAudit:
-    """How a burst's answers matched its ids."""
+    """How a burst's answers matched its requests."""
 
     missing: list[Any]
     stray: list[Any]
     duplicated: list[Any]
+    mismatched: list[Any]
     errors: list[dict[str, Any]]
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.stray or self.duplicated or self.errors)
+        return not (self.missing or self.stray or self.duplicated or self.mismatched or self.errors)
+
+    def problems(self) -> list[str]:
+        """What went wrong, one phrase each, naming a few ids."""
+        found = [(self.missing, "unanswered"), (self.stray, "answers with ids never sent"),
+                 (self.duplicated, "ids answered more than once"),
+                 (self.mismatched, "answers that belong to another request")]
+        phrases = [f"{len(ids)} {what} (e.g. {ids[:3]})" for ids, what in found if ids]
+        if self.errors:
+            phrases.append(f"{len(self.errors)} error answers (e.g. {self.errors[0].get('error')})")
+        return phrases
 
 
-def audit_ids(sent: list[Any], answers: list[dict[str, Any]], *, also_expected: tuple[Any, ...] = ()) -> IdAudit:
-    """Compare the ids sent with the answers: each must be answered once, and nothing else."""
-    sent_keys = {id_key(i): i for i in sent}
-    allowed = set(sent_keys) | {id_key(i) for i in also_expected}
+def audit_answers(sent: list[tuple[Any, str]], answers: list[dict[str, Any]], *,
+                  also_expected: tuple[Any, ...] = ()) -> IdAudit:
+    """Each request answered once, under its own id, with an answer of its own kind; nothing else."""
+    method_of = {id_key(request_id): method for request_id, method in sent}
+    allowed = set(method_of) | {id_key(i) for i in also_expected}
     seen: dict[str, int] = {}
-    stray, errors = [], []
+    stray, mismatched, errors = [], [], []
     for answer in answers:
         key = id_key(answer.get("id"))
         seen[key] = seen.get(key, 0) + 1
         if key not in allowed:
             stray.append(answer.get("id"))
-        elif "error" in answer and key in sent_keys:
+        elif key in method_of and "error" in answer:
             errors.append(answer)
-    missing = [value for key, value in sent_keys.items() if key not in seen]
-    duplicated = [value for key, value in sent_keys.items() if seen.get(key, 0) > 1]
-    return IdAudit(missing, stray, duplicated, errors)
+        elif key in method_of and not fits(method_of[key], answer):
+            mismatched.append(answer.get("id"))
+    missing = [request_id for request_id, _ in sent if id_key(request_id) not in seen]
+    duplicated = [request_id for request_id, _ in sent if seen.get(id_key(request_id), 0) > 1]
+    return IdAudit(missing, stray, duplicated, mismatched, errors)
 
 
-async def check_concurrency(channel: RawChannel, *, count: int, era: str | None, timeout_s: float) -> CheckResult:
-    """`count` requests written in one go with explicit ids; every id answered exactly once."""
+async def check_concurrency(channel: RawChannel, *, count: int, era: str | None, timeout_s: float,
+                            with_tools: bool) -> CheckResult:
+    """`count` requests written in one go with explicit ids; each answered once, under its own id.
+
+    With `with_tools` (the server advertises tools) the burst alternates the era's cheap request with
+    tools/list, so an answer sent under another request's id is caught by its shape.
+    """
     started = time.monotonic()
-    method = cheap_method(era)
-    ids = request_ids(count)
+    methods = (cheap_method(era), "tools/list") if with_tools else (cheap_method(era),)
+    what = " and ".join(methods)
+    plan = burst_plan(count, methods)
     mark = len(channel.received)
-    burst = [json.dumps(channel.request_message(method, request_id=i)).encode() for i in ids]
+    burst = [json.dumps(channel.request_message(method, request_id=i)).encode() for i, method in plan]
     try:
         channel.send_line(b"\n".join(burst))
     except ServerGone as exc:
@@ -119,30 +155,20 @@ async def check_concurrency(channel: RawChannel, *, count: int, era: str | None,
                            f"{exc}", elapsed_ms(started))
     await channel.wait_until(lambda: len(responses(channel.received[mark:])) >= count, timeout_s)
     burst_ms = elapsed_ms(started)
-    audit = audit_ids(ids, responses(channel.received[mark:]))
-    sentinel = None
-    if audit.ok:  # duplicates would be written before the answer to a request sent after the burst
-        try:
-            sentinel = (await channel.request(method, timeout_s=timeout_s))["id"]
-        except (TimeoutError, ServerGone):
-            sentinel = None
-        audit = audit_ids(ids, responses(channel.received[mark:]),
-                          also_expected=(sentinel,) if sentinel is not None else ())
-    details = {"requests": count, "method": method, "burst_ms": burst_ms, "missing": audit.missing[:20],
-               "stray": audit.stray[:20], "duplicated": audit.duplicated[:20], "errors": audit.errors[:5]}
+    audit = audit_answers(plan, responses(channel.received[mark:]))
+    if audit.ok:  # duplicates would come before the answer to a request sent after the burst
+        sentinel: tuple[Any, ...] = ()
+        with contextlib.suppress(TimeoutError, ServerGone):
+            sentinel = ((await channel.request(methods[0], timeout_s=timeout_s))["id"],)
+        audit = audit_answers(plan, responses(channel.received[mark:]), also_expected=sentinel)
+    details = {"requests": count, "methods": list(methods), "burst_ms": burst_ms, "missing": audit.missing[:20],
+               "stray": audit.stray[:20], "duplicated": audit.duplicated[:20], "mismatched": audit.mismatched[:20],
+               "errors": audit.errors[:5]}
     if audit.ok:
-        return CheckResult(CONCURRENCY, Status.passed, f"{count} concurrent {method} requests each answered once "
-                           f"with its own id in {burst_ms:.1f} ms", elapsed_ms(started), details)
-    got = []
-    if audit.missing:
-        got.append(f"{len(audit.missing)} unanswered (e.g. {audit.missing[:3]})")
-    if audit.stray:
-        got.append(f"{len(audit.stray)} answers with ids never sent (e.g. {audit.stray[:3]})")
-    if audit.duplicated:
-        got.append(f"{len(audit.duplicated)} ids answered twice (e.g. {audit.duplicated[:3]})")
-    if audit.errors:
-        got.append(f"{len(audit.errors)} error answers (e.g. {audit.errors[0].get('error')})")
+        return CheckResult(CONCURRENCY, Status.passed, f"{count} concurrent requests ({what}) each answered once "
+                           f"under its own id in {burst_ms:.1f} ms", elapsed_ms(started), details)
+    got = audit.problems()
     if channel.closed:
-        got.append(f"server {channel.proc.exit_description()}")
-    return CheckResult(CONCURRENCY, Status.failed, f"expected {count} concurrent {method} requests each answered "
-                       f"once with its own id; got {', '.join(got)}", elapsed_ms(started), details)
+        got.append(f"the server {channel.proc.exit_description()}")
+    return CheckResult(CONCURRENCY, Status.failed, f"expected {count} concurrent requests ({what}) each answered "
+                       f"once under its own id; got {', '.join(got)}", elapsed_ms(started), details)

@@ -21,14 +21,11 @@ from mcp_reconcile.mcptest import checks_auth, checks_process, checks_session
 from mcp_reconcile.mcptest.checks_errors import check_error_handling
 from mcp_reconcile.mcptest.checks_raw import HandshakeError, check_concurrency, raw_session
 from mcp_reconcile.mcptest.model import (
-    AUTH,
     CHECK_ORDER,
     COMMUNICATION,
     CONCURRENCY,
     ERROR_HANDLING,
     PERFORMANCE,
-    RESTART,
-    SHUTDOWN,
     STARTUP,
     CheckResult,
     ServerReport,
@@ -74,6 +71,7 @@ class _Suite:
         self.protocol_version: str | None = None
         self.server_info: dict[str, object] | None = None
         self.session_opened = False
+        self.has_tools = False
 
     def add(self, result: CheckResult) -> None:
         self.results[result.name] = result
@@ -123,6 +121,7 @@ class _Suite:
         self.session_opened = True
         self.era, self.protocol_version = session.era, session.protocol_version
         self.server_info = session.server_info
+        self.has_tools = session.client.server_capabilities.tools is not None
         self.add(checks_process.startup_passed(proc, session))
 
     async def _session_checks(self, session: Session) -> None:
@@ -157,7 +156,8 @@ class _Suite:
                                        timeout_s=settings.startup_timeout_s) as channel:
                     if name == CONCURRENCY:
                         self.add(await check_concurrency(channel, count=settings.concurrency, era=self.era,
-                                                         timeout_s=settings.request_timeout_s))
+                                                         timeout_s=settings.request_timeout_s,
+                                                         with_tools=self.has_tools))
                     else:
                         self.add(await check_error_handling(channel, era=self.era,
                                                             timeout_s=settings.request_timeout_s))
@@ -186,5 +186,3 @@ class _Suite:
                             passed=all(c.status is not Status.failed for c in ordered),
                             server_info=self.server_info)
 
-
-__all__ = ["AUTH", "RESTART", "SHUTDOWN", "run_suite"]
