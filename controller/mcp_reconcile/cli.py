@@ -92,8 +92,16 @@ def _apply_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     parser.add_argument("--all", action="store_true", default=s, help="legacy: install, test and monitor")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 1: exit code 2 means "changes" under --detailed-exitcode."""
+
+    def error(self, message: str):  # type: ignore[no-untyped-def]
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mcp-reconcile", description="Declarative reconciliation controller for MCP servers. "
         "Without a command: apply the manifests once (with --dry-run: show the plan).")
     parser.add_argument("--version", action="version", version=f"mcp-reconcile {__version__}")

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -49,13 +49,13 @@ class Redactor:
                 if len(secret) >= MIN_SUBSTRING_SECRET_LEN and secret in value:
                     value = value.replace(secret, REDACTED)
             return value
-        if isinstance(value, dict):
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        if isinstance(value, Mapping):
             return {k: self.scrub(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
+        if isinstance(value, (list, tuple, set, frozenset)):
             return [self.scrub(v) for v in value]
-        if isinstance(value, BaseException):
-            return self.scrub(str(value))
-        return value
+        return self.scrub(str(value))  # anything else is written with str(): scrub that text
 
     def __call__(self, _logger: Any, _name: str, event_dict: EventDict) -> EventDict:
         return {k: self.scrub(v) for k, v in event_dict.items()}

@@ -186,10 +186,11 @@ def build_spec(doc: dict[str, Any], *, origin: Origin, environ: Mapping[str, str
     command = spec.get("command")
     if isinstance(command, str):
         command = shlex.split(command)
-    for i, arg in enumerate([*(command or []), *spec.get("args", [])]):
-        if isinstance(arg, str) and "${" in arg and _REF.search(arg):
-            raise ManifestError("${VAR} is only expanded in spec.env values: pass secrets through env, "
-                                "never on the command line", json_path=f"spec.args[{i}]")
+    for field_name, values in (("command", command or []), ("args", spec.get("args", []))):
+        for i, arg in enumerate(values):
+            if isinstance(arg, str) and "${" in arg and _REF.search(arg):
+                raise ManifestError("${VAR} is only expanded in spec.env values: pass secrets through env, "
+                                    "never on the command line", json_path=f"spec.{field_name}[{i}]")
 
     env_file_vars: dict[str, str] = {}
     env_file = spec.get("envFile")
@@ -285,6 +286,8 @@ def load_manifests(paths: Sequence[str | Path], *, environ: Mapping[str, str] | 
                 result.problems.append(exc.located(file=str(path), doc_index=index))
                 result.blocked.add(name)
     _check_dependencies(result)
+    order = {str(p): i for i, p in enumerate(files)}
+    result.problems.sort(key=lambda p: (order.get(p.file or "", -1), p.doc_index or 0))  # stable: file order
     return result
 
 

@@ -74,11 +74,11 @@ def plan_server(spec: ServerSpec, obs: ObservedServer, *, now: float) -> tuple[l
                                   f"unhealthy: {obs.consecutive_probe_failures} consecutive failed probes"))
     else:
         reason = _start_reason(obs)
-        if reason is not None:
+        if reason is not None and _policy_allows_start(spec.restart_policy, obs):
             if obs.backoff_until is not None and obs.backoff_until > now:
                 deferred = Deferred(name, obs.backoff_until,
                                     f"{reason}; CrashLoopBackOff, retry in {obs.backoff_until - now:.1f}s")
-            elif _policy_allows_start(spec.restart_policy, obs):
+            else:
                 actions.append(Action(ActionKind.start, name, reason))
     will_run = obs.running or any(a.kind in (ActionKind.start, ActionKind.restart) for a in actions)
     restarting = any(a.kind in (ActionKind.start, ActionKind.restart) for a in actions)

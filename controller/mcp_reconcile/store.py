@@ -29,6 +29,7 @@ from typing import Any, TypedDict
 from mcp_reconcile.errors import StoreError
 
 STATE_VERSION = 1
+KEY_BYTES = 32
 
 
 class InstallRecord(TypedDict, total=False):
@@ -193,18 +194,23 @@ class StateDir:
     def hmac_key(self) -> bytes:
         """The per-state-dir random key that makes printed generations safe (created on first use)."""
         path = self.root / ".key"
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            pass
-        self.ensure()
-        key = secrets.token_bytes(32)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return path.read_bytes()
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key)
+        if not path.exists():
+            self.ensure()
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".key.", suffix=".tmp")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(secrets.token_bytes(KEY_BYTES))
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, path)  # atomic and never replaces a key another process made first
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(tmp)
+        key = path.read_bytes()
+        if len(key) != KEY_BYTES:
+            raise StoreError(f"{path}: the generation key is {len(key)} bytes, expected {KEY_BYTES}; "
+                             "remove it to start a new one (every server then counts as changed once)")
         return key
 
     # records ------------------------------------------------------------------------------------

@@ -260,8 +260,6 @@ def test_a_corrupt_state_file_exits_1_naming_it(run_cli: RunCli, state_dir: Stat
     assert "Traceback" not in err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: argparse exits 2 on a usage error, the code --detailed-exitcode "
-                   "reserves for 'changes'; CI would read a typo as a pending change")
 def test_a_usage_error_exits_1_not_2(run_cli: RunCli, tmp_path: Path) -> None:
     code, _, err = run_cli(["plan", "--detailed-exitcode", "-o", "yaml", "--state-dir", str(tmp_path)])
     assert "invalid choice: 'yaml'" in err

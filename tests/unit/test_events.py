@@ -80,9 +80,6 @@ def test_a_secret_in_a_logged_exception_and_its_traceback_is_redacted(events_fil
     assert SECRET not in json.dumps(event)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Redactor.scrub only walks str/dict/list/tuple/exceptions; other "
-                   "objects (MappingProxyType, set, a ServerSpec whose repr shows env) reach the JSON file "
-                   "through default=str unredacted")
 @pytest.mark.parametrize("value", [
     pytest.param(MappingProxyType({"API_KEY": SECRET}), id="a read-only mapping like ServerSpec.env"),
     pytest.param({SECRET}, id="a set"),

@@ -157,8 +157,6 @@ def test_problems_of_several_files_come_in_file_order() -> None:
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _check_dependencies appends dependsOn problems after every file's "
-                   "schema problems, so validate does not list problems in file order")
 def test_depends_on_problems_keep_file_order_among_other_problems(write_manifest: WriteManifest) -> None:
     first = write_manifest(server("a", "dependsOn: [ghost]"), "1-first.yaml")
     second = write_manifest(server("b", "colour: blue"), "2-second.yaml")
@@ -226,8 +224,6 @@ def test_a_variable_in_args_is_refused(write_manifest: WriteManifest) -> None:
     assert result.blocked == {"a"}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: build_spec checks command + args as one list and reports the "
-                   "index in that list as spec.args[i]")
 @pytest.mark.parametrize(("body", "where"), [
     pytest.param('command: [node, server.js]\nargs: ["--token=${API_KEY}"]', "spec.args[0]",
                  id="args after a command"),

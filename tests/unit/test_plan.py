@@ -291,9 +291,6 @@ def test_the_summary_counts_each_kind() -> None:
         "Plan: 2 to install, 1 to upgrade, 2 to start, 1 to restart, 1 to test, 1 to stop, 1 to remove.")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: plan_server defers a server in backoff before asking its "
-                   "restartPolicy, so a Never/OnFailure server that will not be restarted is shown as "
-                   "'CrashLoopBackOff, retry in ...'")
 @pytest.mark.parametrize(("policy", "exit_code"), [("Never", 1), ("OnFailure", 0)])
 def test_a_server_its_restart_policy_will_not_restart_is_not_shown_as_retrying(policy: str, exit_code: int) -> None:
     never = spec("a", restartPolicy=policy)

@@ -143,9 +143,6 @@ def test_the_hmac_key_is_random_private_and_stable(tmp_path: Path) -> None:
     assert mode(one.root / ".key") == 0o600
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: hmac_key writes .key in place (no temp + rename) and accepts any "
-                   "content, so a crash or a concurrent reader mid-write leaves an empty key that every "
-                   "generation is then keyed with")
 def test_a_truncated_key_file_is_never_used_as_the_key(state_dir: StateDir) -> None:
     state_dir.ensure()
     (state_dir.root / ".key").write_bytes(b"")

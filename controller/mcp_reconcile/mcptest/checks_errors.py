@@ -92,7 +92,7 @@ def bad_line_replies(messages: list[Any]) -> list[int]:
 
 
 class _Gone(Exception):
-    """The server stopped answering; the remaining parts cannot run."""
+    """The server exited or stopped answering; the remaining parts cannot run."""
 
 
 @dataclass
@@ -170,7 +170,7 @@ async def check_error_handling(channel: RawChannel, *, era: str | None, timeout_
     gone = False
     for name, step in steps:
         if gone:
-            parts.append(Part(name, Status.skipped, "not run: the server is gone"))
+            parts.append(Part(name, Status.skipped, "not run: the server stopped answering"))
             continue
         try:
             parts.append(await step())

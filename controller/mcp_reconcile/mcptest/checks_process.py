@@ -90,17 +90,18 @@ async def check_shutdown(proc: ServerProcess, *, timeout_s: float) -> CheckResul
     exit_ms = elapsed_ms(started)
     in_group = {p.pid: p for p in proc.survivors()} if code is not None else {}
     left = list(in_group.values()) + [p for p in before if p.pid not in in_group and _alive(p)]
+    named = [_name(p) for p in left[:NAMED_LEFTOVERS]]
     await proc.stop(0.0)
     for process in left:
         with contextlib.suppress(psutil.Error):
             process.kill()
     details = {"exit_code": code, "exit_ms": exit_ms if code is not None else None,
-               "timeout_s": timeout_s, "left_behind": [_name(p) for p in left[:NAMED_LEFTOVERS]]}
+               "timeout_s": timeout_s, "left_behind": named}
     if code is None:
         return CheckResult(SHUTDOWN, Status.failed, f"expected an exit within {timeout_s:g} s of stdin closing; "
                            f"the server was still running (stopped it with SIGTERM/SIGKILL)", exit_ms, details)
     if left:
-        names = ", ".join(_name(p) for p in left[:NAMED_LEFTOVERS])
+        names = ", ".join(named)
         return CheckResult(SHUTDOWN, Status.failed, f"expected no process left after the server exits; it exited "
                            f"with code {code} {exit_ms:.0f} ms after stdin closed but left {len(left)} behind: "
                            f"{names}", exit_ms, details)

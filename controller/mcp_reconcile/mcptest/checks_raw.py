@@ -57,6 +57,7 @@ async def raw_session(proc: ServerProcess, *, era: str | None, protocol_version:
             raise HandshakeError(f"{'server/discover' if meta else 'initialize'}: {exc}") from exc
         if "error" in answer:
             raise HandshakeError(f"answered error {answer['error']}")
+        channel.opening = answer.get("result") if isinstance(answer.get("result"), dict) else {}
         if meta is None:
             channel.notify("notifications/initialized")
         yield channel
@@ -135,14 +136,20 @@ def audit_answers(sent: list[tuple[Any, str]], answers: list[dict[str, Any]], *,
     return IdAudit(missing, stray, duplicated, mismatched, errors)
 
 
-async def check_concurrency(channel: RawChannel, *, count: int, era: str | None, timeout_s: float,
-                            with_tools: bool) -> CheckResult:
+def advertises_tools(channel: RawChannel) -> bool:
+    """Whether the answer that opened the channel (initialize / server/discover) lists tools."""
+    capabilities = (channel.opening or {}).get("capabilities")
+    return isinstance(capabilities, Mapping) and capabilities.get("tools") is not None
+
+
+async def check_concurrency(channel: RawChannel, *, count: int, era: str | None, timeout_s: float) -> CheckResult:
     """`count` requests written in one go with explicit ids; each answered once, under its own id.
 
-    With `with_tools` (the server advertises tools) the burst alternates the era's cheap request with
-    tools/list, so an answer sent under another request's id is caught by its shape.
+    When the server advertises tools the burst alternates the era's cheap request with tools/list,
+    so an answer sent under another request's id is caught by its shape.
     """
     started = time.monotonic()
+    with_tools = advertises_tools(channel)
     methods = (cheap_method(era), "tools/list") if with_tools else (cheap_method(era),)
     what = " and ".join(methods)
     plan = burst_plan(count, methods)

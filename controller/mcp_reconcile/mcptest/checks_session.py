@@ -7,7 +7,7 @@ process. Every request is bounded by `Settings.request_timeout_s`.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -24,7 +24,7 @@ from mcp_reconcile.mcptest.model import (
     Settings,
     Status,
 )
-from mcp_reconcile.mcptest.sdk import describe_error
+from mcp_reconcile.mcptest.sdk import Recorder, describe_error
 from mcp_reconcile.mcptest.stats import summarize
 from mcp_reconcile.protocol import cheap_request
 
@@ -56,21 +56,37 @@ async def _list_all(fetch: Callable[[str | None], Awaitable[Any]], field: str, t
     raise RuntimeError(f"listing did not end after {MAX_LIST_PAGES} pages")
 
 
-def schema_problems(tools: list[Any]) -> list[str]:
+def schema_problems(tools: list[Mapping[str, Any]]) -> list[str]:
     """One message per tool whose inputSchema is not a valid JSON Schema (draft 2020-12)."""
     problems = []
     for tool in tools:
+        schema = tool.get("inputSchema")
+        if not isinstance(schema, Mapping):
+            problems.append(f"tool {tool.get('name')!r}: expected an inputSchema object, got {schema!r}")
+            continue
         try:
-            Draft202012Validator.check_schema(tool.input_schema)
+            Draft202012Validator.check_schema(schema)
         except SchemaError as exc:
             where = "/".join(str(p) for p in exc.path) or "<root>"
-            problems.append(f"tool {tool.name!r}: expected a valid JSON Schema as inputSchema, got one that "
-                            f"fails the metaschema at {where}: {exc.message}")
+            problems.append(f"tool {tool.get('name')!r}: expected a valid JSON Schema as inputSchema, got one "
+                            f"that fails the metaschema at {where}: {exc.message}")
     return problems
 
 
-async def check_communication(client: Client, settings: Settings) -> CheckResult:
-    """Capabilities; tools/resources/prompts listed as advertised; valid input schemas; expectTools."""
+def _raw_tools(recorder: Recorder | None) -> list[Mapping[str, Any]] | None:
+    """The tools as the server wrote them in its last tools/list answers, when they were recorded."""
+    if recorder is None or not recorder.results.get("tools/list"):
+        return None
+    pages = [page for page in recorder.results["tools/list"] if isinstance(page, Mapping)]
+    return [tool for page in pages for tool in page.get("tools") or () if isinstance(tool, Mapping)]
+
+
+async def check_communication(client: Client, settings: Settings, *, recorder: Recorder | None = None) -> CheckResult:
+    """Capabilities; tools/resources/prompts listed as advertised; valid input schemas; expectTools.
+
+    Input schemas are judged on the server's own JSON when `recorder` kept it (the SDK may reject
+    or reshape a listing before we see it), else on the SDK's parsed tools.
+    """
     started = time.monotonic()
     timeout = settings.request_timeout_s
     caps = client.server_capabilities
@@ -93,7 +109,9 @@ async def check_communication(client: Client, settings: Settings) -> CheckResult
     tools = listed.get("tools", [])
     names = [tool.name for tool in tools]
     details.update({kind: len(items) for kind, items in listed.items()}, tool_names=names)
-    problems.extend(schema_problems(tools))
+    raw_tools = _raw_tools(recorder)
+    problems.extend(schema_problems(raw_tools if raw_tools is not None else
+                                    [tool.model_dump(mode="json", by_alias=True) for tool in tools]))
     missing = [name for name in settings.expect_tools if name not in names]
     if missing:
         problems.append(f"expected tools {missing} to be listed, got {names}")

@@ -230,6 +230,7 @@ class RawChannel:
         self.unparsed: list[bytes] = []
         self.answers: dict[str, list[dict[str, Any]]] = {}
         self.closed = False
+        self.opening: dict[str, Any] | None = None  # the result that opened the era's session
         self._ids = itertools.count(1)
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

@@ -9,6 +9,7 @@ it is the suite's job.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,12 +23,41 @@ from mcp import Client
 from mcp.shared.message import SessionMessage
 
 from mcp_reconcile import protocol
-from mcp_reconcile.mcptest.raw import ServerGone, ServerProcess
+from mcp_reconcile.mcptest.raw import ServerGone, ServerProcess, id_key
 from mcp_reconcile.protocol import era_of
 
 
+class Recorder:
+    """Keeps the answers to some methods as the server wrote them, before the SDK validates them.
+
+    A check that judges what the server really sent (say, a tool's inputSchema the SDK itself
+    rejects) reads it here; only requests of `methods` are tracked, so the cost stays off the
+    performance check's path.
+    """
+
+    def __init__(self, methods: frozenset[str] = frozenset({"tools/list"})) -> None:
+        self.methods = methods
+        self.results: dict[str, list[Any]] = {}
+        self._pending: dict[str, str] = {}
+
+    def sent(self, message: SessionMessage) -> None:
+        method = getattr(message.message, "method", None)
+        if method in self.methods:
+            self._pending[id_key(getattr(message.message, "id", None))] = method
+
+    def received(self, line: bytes) -> None:
+        if not self._pending:
+            return
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            return
+        if isinstance(answer, dict) and (method := self._pending.pop(id_key(answer.get("id")), None)):
+            self.results.setdefault(method, []).append(answer.get("result"))
+
+
 @asynccontextmanager
-async def process_transport(proc: ServerProcess) -> AsyncIterator[tuple[Any, Any]]:
+async def process_transport(proc: ServerProcess, recorder: Recorder | None = None) -> AsyncIterator[tuple[Any, Any]]:
     """Bridge the process's stdout lines and stdin to the SDK's message streams."""
     to_session, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     write_stream, from_session = anyio.create_memory_object_stream[SessionMessage](0)
@@ -38,6 +68,8 @@ async def process_transport(proc: ServerProcess) -> AsyncIterator[tuple[Any, Any
                 while (line := await proc.read_line()) is not None:
                     if not line.strip():
                         continue
+                    if recorder is not None:
+                        recorder.received(line)
                     try:
                         item: SessionMessage | Exception = SessionMessage(
                             mcp_types.jsonrpc_message_adapter.validate_json(line, by_name=False))
@@ -51,6 +83,8 @@ async def process_transport(proc: ServerProcess) -> AsyncIterator[tuple[Any, Any
     async def session_to_server() -> None:
         async with from_session:
             async for message in from_session:
+                if recorder is not None:
+                    recorder.sent(message)
                 data = message.message.model_dump_json(by_alias=True, exclude_unset=True).encode()
                 with contextlib.suppress(ServerGone):  # a dead server shows as end of stdout
                     proc.write_line(data)
@@ -114,13 +148,13 @@ async def run_session(client: Client, *, connect_timeout_s: float,
         if not finished:
             raise
     if session is None:
-        return SessionRun(None, f"no answer to server/discover or initialize within {connect_timeout_s:g} s")
+        return SessionRun(None, "no answer")
     return SessionRun(session)
 
 
-def stdio_client(proc: ServerProcess, *, mode: str = "auto") -> Client:
+def stdio_client(proc: ServerProcess, *, mode: str = "auto", recorder: Recorder | None = None) -> Client:
     """An SDK client over `proc`'s pipes; response caching off so every call reaches the server."""
-    return Client(process_transport(proc), mode=mode, cache=None)
+    return Client(process_transport(proc, recorder), mode=mode, cache=None)
 
 
 def describe_error(exc: BaseException, *, timeout_s: float | None = None) -> str:

@@ -36,7 +36,7 @@ from mcp_reconcile.mcptest.model import (
     settings_for,
 )
 from mcp_reconcile.mcptest.raw import ServerProcess
-from mcp_reconcile.mcptest.sdk import Session, run_session, stdio_client
+from mcp_reconcile.mcptest.sdk import Recorder, Session, run_session, stdio_client
 from mcp_reconcile.protocol import endpoint_client
 
 SESSION_CHECKS = (COMMUNICATION, PERFORMANCE)
@@ -71,7 +71,6 @@ class _Suite:
         self.protocol_version: str | None = None
         self.server_info: dict[str, object] | None = None
         self.session_opened = False
-        self.has_tools = False
 
     def add(self, result: CheckResult) -> None:
         self.results[result.name] = result
@@ -102,13 +101,16 @@ class _Suite:
             self.add(checks_process.spawn_failed(STARTUP, launch, exc))
             return
 
+        recorder = Recorder()
+
         async def body(session: Session) -> None:
             self._opened(proc, session)
             if not self.target.endpoint:
-                await self._session_checks(session)
+                await self._session_checks(session, recorder)
 
         try:
-            run = await run_session(stdio_client(proc), connect_timeout_s=self.settings.startup_timeout_s, body=body)
+            run = await run_session(stdio_client(proc, recorder=recorder),
+                                    connect_timeout_s=self.settings.startup_timeout_s, body=body)
             if run.session is None:
                 self.add(await checks_process.startup_failed(proc, run, self.settings))
         finally:
@@ -121,12 +123,11 @@ class _Suite:
         self.session_opened = True
         self.era, self.protocol_version = session.era, session.protocol_version
         self.server_info = session.server_info
-        self.has_tools = session.client.server_capabilities.tools is not None
         self.add(checks_process.startup_passed(proc, session))
 
-    async def _session_checks(self, session: Session) -> None:
+    async def _session_checks(self, session: Session, recorder: Recorder | None = None) -> None:
         client = session.client
-        self.add(await checks_session.check_communication(client, self.settings))
+        self.add(await checks_session.check_communication(client, self.settings, recorder=recorder))
         for index, call in enumerate(self.settings.calls):
             self.add(await checks_session.check_call(client, index, call, self.settings))
         self.add(await checks_session.check_performance(client, self.settings, era=session.era))
@@ -156,8 +157,7 @@ class _Suite:
                                        timeout_s=settings.startup_timeout_s) as channel:
                     if name == CONCURRENCY:
                         self.add(await check_concurrency(channel, count=settings.concurrency, era=self.era,
-                                                         timeout_s=settings.request_timeout_s,
-                                                         with_tools=self.has_tools))
+                                                         timeout_s=settings.request_timeout_s))
                     else:
                         self.add(await check_error_handling(channel, era=self.era,
                                                             timeout_s=settings.request_timeout_s))

@@ -1,0 +1,423 @@
+"""The runner shim end to end: real runner processes (started with proc.spawn_runner) over fault servers
+from tests/fixtures/servers/ and, marked e2e, over the real server-everything (handshake era) and
+mcp-server-time (stateless era) installed once per session from the registries.
+
+Waits are bounded: on the runner's exit (Popen.wait), on pidfds of servers, on liveness sockets, or on the
+run record reaching a state (polled: a file has no event). Teardown stops every runner and reaps every
+server group it recorded, so a failing test leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from mcp_reconcile import proc
+from mcp_reconcile.store import RunRecord, StateDir
+
+SERVERS_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "servers"
+WAIT_S = 30.0  # bound on every wait for an event: generous, since other test runs share the 2 cores
+EVERYTHING_PKG = "@modelcontextprotocol/server-everything@2026.8.31"
+TIME_PKG = "mcp-server-time==2026.10.19"
+DISCOVER_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                 "io.modelcontextprotocol/clientCapabilities": {}}
+
+
+def fault_server(name: str) -> list[str]:
+    return [sys.executable, "-u", str(SERVERS_DIR / f"{name}.py")]
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = WAIT_S, what: str = "condition") -> Any:
+    """Poll a condition that has no event of its own (a record's state), with a bound."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not met within {timeout_s} s")
+        time.sleep(proc.POLL_INTERVAL_S)
+    return value
+
+
+def wait_gone(pid: int, timeout_s: float = WAIT_S) -> bool:
+    """Wait for any pid (not our child either) to exit, on its pidfd."""
+    fd = proc.pidfd_wait(pid)
+    if fd is None:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout_s)[0])
+    finally:
+        os.close(fd)
+
+
+def is_gone(pid: int) -> bool:
+    """Dead for good: no such process, or a zombie waiting for its reaper (pid 1 here reaps late)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+# --- runners -------------------------------------------------------------------------------------------------
+
+@dataclass
+class Runner:
+    popen: subprocess.Popen[bytes]
+    state: StateDir
+    name: str
+    log: Path
+
+    def record(self) -> RunRecord:
+        return self.state.read_run(self.name) or {}
+
+    def wait_state(self, *states: str) -> RunRecord:
+        try:
+            return wait_until(lambda: (r := self.record()).get("state") in states and r,
+                              what=f"run record state in {states}")
+        except TimeoutError:
+            raise AssertionError(f"runner log:\n{self.log.read_text(errors='replace')}") from None
+
+    def wait_exit(self) -> int:
+        return self.popen.wait(WAIT_S)
+
+    @property
+    def url(self) -> str:
+        return str(self.record()["endpoint"])
+
+    @property
+    def port(self) -> int:
+        return int(self.record()["port"] or 0)
+
+    @property
+    def server_pid(self) -> int:
+        return int(self.record()["server_pid"] or 0)
+
+
+@dataclass
+class Runners:
+    root: Path
+    started: list[Runner] = field(default_factory=list)
+
+    def start(self, command: Sequence[str], *, name: str = "srv", args: Sequence[str] = (),
+              env: dict[str, str] | None = None, wait: bool = True) -> Runner:
+        state = StateDir(self.root / "state")
+        log = state.root / "logs" / f"{name}.runner.log"
+        argv = [sys.executable, "-m", "mcp_reconcile.runner", "--state-dir", str(state.root), "--name", name,
+                "--generation", "g1", *args, "--", *command]
+        popen = proc.spawn_runner(argv, {**os.environ, **(env or {})}, log_path=log)
+        runner = Runner(popen, state, name, log)
+        self.started.append(runner)
+        if wait:
+            runner.wait_state("running", "exited")
+        return runner
+
+    def cleanup(self) -> None:
+        for runner in self.started:
+            proc.stop_runner(runner.popen, timeout_s=WAIT_S)
+            pgid = runner.record().get("server_pgid")
+            if pgid:
+                proc.kill_group_and_wait(pgid, timeout_s=WAIT_S)
+
+
+@pytest.fixture
+def runners(tmp_path: Path) -> Iterator[Runners]:
+    pool = Runners(tmp_path)
+    yield pool
+    pool.cleanup()
+
+
+def post(runner: Runner, message: dict[str, Any], *, session: str | None = None,
+         headers: dict[str, str] | None = None, timeout_s: float = WAIT_S) -> httpx.Response:
+    all_headers = {"Accept": "application/json, text/event-stream", **(headers or {})}
+    if session:
+        all_headers["Mcp-Session-Id"] = session
+    return httpx.post(runner.url, json=message, headers=all_headers, timeout=timeout_s)
+
+
+def initialize(runner: Runner, version: str = "2025-06-18", **kwargs: Any) -> httpx.Response:
+    return post(runner, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}},
+        **kwargs)
+
+
+def rpc(method: str, request_id: Any = 1, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+    if params is not None:
+        message["params"] = params
+    return message
+
+
+# --- the runner over fault servers (no registry) --------------------------------------------------------------
+
+def test_a_handshake_server_is_served_with_a_session_for_each_client(runners: Runners) -> None:
+    runner = runners.start(fault_server("well_behaved"))
+    record = runner.wait_state("running")
+    assert (record["era"], record["protocol_version"]) == ("handshake", "2025-11-25")
+    assert record["endpoint"] == f"http://127.0.0.1:{record['port']}/mcp"
+    first, second = initialize(runner, "2025-03-26"), initialize(runner)
+    assert first.status_code == second.status_code == 200
+    assert first.json()["result"]["protocolVersion"] == "2025-03-26"  # the client's, both handshake era
+    assert first.json()["result"]["serverInfo"]["name"] == "well-behaved"  # the server's own result
+    assert first.headers["mcp-session-id"] != second.headers["mcp-session-id"]
+    session = first.headers["mcp-session-id"]
+    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    assert post(runner, initialized, session=session).status_code == 202
+    answer = post(runner, rpc("tools/call", "x-1", {"name": "echo", "arguments": {"message": "hi"}}),
+                  session=session)
+    assert answer.json() == {"jsonrpc": "2.0", "id": "x-1",
+                             "result": {"content": [{"type": "text", "text": "hi"}]}}
+
+
+def test_the_endpoint_refuses_what_streamable_http_does_not_allow(runners: Runners) -> None:
+    runner = runners.start(fault_server("well_behaved"))
+    session = initialize(runner).headers["mcp-session-id"]
+    assert httpx.get(runner.url, timeout=WAIT_S).status_code == 405
+    assert httpx.post(runner.url.replace("/mcp", "/other"), json=rpc("ping"), timeout=WAIT_S).status_code == 404
+    assert post(runner, rpc("ping")).status_code == 400  # no session
+    assert post(runner, rpc("ping"), session="not-a-session").status_code == 404
+    assert post(runner, [rpc("ping")], session=session).status_code == 400  # type: ignore[arg-type]
+    not_json = httpx.post(runner.url, content=b"{nope", timeout=WAIT_S)
+    assert (not_json.status_code, not_json.json()["error"]["code"]) == (400, -32700)
+    assert post(runner, rpc("ping"), session=session).json() == {"jsonrpc": "2.0", "id": 1, "result": {}}
+    delete = httpx.delete(runner.url, headers={"Mcp-Session-Id": session}, timeout=WAIT_S)
+    assert delete.status_code == 204
+    assert post(runner, rpc("ping"), session=session).status_code == 404
+
+
+def test_a_stateless_server_is_served_without_sessions(runners: Runners) -> None:
+    runner = runners.start(fault_server("stateless_ok"))
+    record = runner.wait_state("running")
+    assert (record["era"], record["protocol_version"]) == ("stateless", "2026-07-28")
+    answer = post(runner, rpc("tools/list", 7, {"_meta": DISCOVER_META}))
+    assert answer.status_code == 200
+    assert "mcp-session-id" not in answer.headers
+    assert answer.json()["id"] == 7
+    assert [tool["name"] for tool in answer.json()["result"]["tools"]] == ["echo"]
+    legacy = initialize(runner)  # forwarded, so the server's own refusal comes back
+    assert legacy.json()["error"]["code"] == -32022
+
+
+def test_a_server_that_crashes_on_start_leaves_its_exit_code_in_the_record(runners: Runners) -> None:
+    runner = runners.start(fault_server("crash_on_start"))
+    assert runner.wait_exit() == 3
+    record = runner.record()
+    assert record["state"] == "exited" and record["era"] is None
+    assert record["exit"] is not None and (record["exit"]["code"], record["exit"]["signal"]) == (3, None)
+    assert "refusing to start" in (runner.state.log_path("srv")).read_text()
+
+
+def test_a_server_that_never_answers_fails_startup_at_the_bound(runners: Runners) -> None:
+    runner = runners.start(fault_server("never_answers"), args=["--startup-timeout", "1"])
+    assert runner.wait_exit() == 124
+    record = runner.record()
+    assert record["state"] == "exited" and record["exit"] is not None
+    assert record["exit"]["code"] == 0  # it left when its stdin closed, first step of the stop sequence
+
+
+def test_a_command_that_cannot_run_is_recorded_as_exit_127(runners: Runners, tmp_path: Path) -> None:
+    runner = runners.start([str(tmp_path / "no-such-server")])
+    assert runner.wait_exit() == 127
+    assert runner.record()["exit"]["code"] == 127  # type: ignore[index]
+
+
+def test_a_server_that_exits_by_itself_passes_its_exit_code_on(runners: Runners) -> None:
+    # discover + initialize are two answers; the third request is answered, then the server exits 1
+    runner = runners.start(fault_server("exit_after_n"), env={"EXIT_AFTER_N": "3"})
+    session = initialize(runner).headers["mcp-session-id"]
+    assert post(runner, rpc("ping"), session=session).json()["result"] == {}
+    assert runner.wait_exit() == 1
+    record = runner.record()
+    assert record["state"] == "exited" and record["exit"]["code"] == 1  # type: ignore[index]
+
+
+def test_stopping_the_runner_of_a_forking_server_leaves_no_grandchild(runners: Runners, tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    runner = runners.start(fault_server("forks_child"), env={"CHILD_PID_FILE": str(pid_file)})
+    runner.wait_state("running")
+    grandchild = int(pid_file.read_text())
+    pgid = runner.record()["server_pgid"]
+    assert os.getpgid(grandchild) == pgid
+    runner.popen.send_signal(signal.SIGTERM)
+    assert runner.wait_exit() == 0
+    assert runner.record()["state"] == "exited"
+    assert wait_gone(grandchild) and is_gone(grandchild)
+    assert proc.group_members(pgid) == []  # type: ignore[arg-type]
+
+
+# --- real servers from the registries ------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def everything_command(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    prefix = tmp_path_factory.mktemp("npm")
+    subprocess.run(["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund", EVERYTHING_PKG],
+                   check=True, capture_output=True, timeout=600)
+    return [str(prefix / "node_modules" / ".bin" / "mcp-server-everything")]
+
+
+@pytest.fixture(scope="session")
+def time_command(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    venv = tmp_path_factory.mktemp("pypi") / "venv"
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "/work/main/.venv/bin/uv"
+    subprocess.run([uv, "venv", "-q", str(venv)], check=True, capture_output=True, timeout=600)
+    subprocess.run([uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), TIME_PKG],
+                   check=True, capture_output=True, timeout=600)
+    return [str(venv / "bin" / "mcp-server-time")]
+
+
+async def _list_and_echo(url: str, tag: str, calls: int) -> tuple[list[str], list[str]]:
+    from mcp import Client
+
+    async with Client(url) as client:
+        tools = [tool.name for tool in (await client.list_tools()).tools]
+        results = await asyncio.gather(*(client.call_tool("echo", {"message": f"{tag}-{i}"})
+                                         for i in range(calls)))
+        return tools, [result.content[0].text for result in results]  # type: ignore[union-attr]
+
+
+def _print_memory(runner: Runner, capsys: pytest.CaptureFixture[str], what: str) -> None:
+    memory = psutil.Process(runner.popen.pid).memory_full_info()
+    with capsys.disabled():
+        print(f"\n[runner memory, {what}] rss {memory.rss / 2**20:.1f} MB, uss {memory.uss / 2**20:.1f} MB, "
+              f"pss {memory.pss / 2**20:.1f} MB")
+
+
+@pytest.mark.e2e
+def test_server_everything_is_served_in_the_handshake_era(
+        runners: Runners, everything_command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    runner = runners.start(everything_command)
+    record = runner.wait_state("running")
+    assert record["era"] == "handshake"
+    live = psutil.Process(record["runner_pid"])
+    assert record["runner_create_time"] == live.create_time()  # exactly psutil's
+    assert record["runner_cmdline"] == live.cmdline()
+    assert proc.is_same_process(record["runner_pid"], record["runner_create_time"], record["runner_cmdline"])
+    assert (record["server_pid"], record["server_pgid"]) == (runner.server_pid, os.getpgid(runner.server_pid))
+    tools, echoes = asyncio.run(_list_and_echo(runner.url, "one", 1))
+    assert "echo" in tools and echoes == ["Echo: one-0"]
+    _print_memory(runner, capsys, "server-everything attached, idle after one client")
+
+
+@pytest.mark.e2e
+def test_mcp_server_time_is_served_in_the_stateless_era(runners: Runners, time_command: list[str]) -> None:
+    from mcp import Client
+
+    runner = runners.start(time_command)
+    record = runner.wait_state("running")
+    assert (record["era"], record["protocol_version"]) == ("stateless", "2026-07-28")
+
+    async def use() -> tuple[str, list[str], str]:
+        async with Client(runner.url) as client:
+            tools = [tool.name for tool in (await client.list_tools()).tools]
+            result = await client.call_tool("get_current_time", {"timezone": "Etc/UTC"})
+            return client.protocol_version, tools, result.content[0].text  # type: ignore[union-attr]
+
+    version, tools, text = asyncio.run(use())
+    assert version == "2026-07-28"
+    assert "get_current_time" in tools and "Etc/UTC" in text
+
+
+@pytest.mark.e2e
+def test_two_clients_at_once_each_get_their_own_answers(
+        runners: Runners, everything_command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    runner = runners.start(everything_command)
+    runner.wait_state("running")
+
+    async def same_ids_at_once() -> list[dict[str, Any]]:
+        sessions = [initialize(runner).headers["mcp-session-id"] for _ in range(2)]
+        async with httpx.AsyncClient(timeout=WAIT_S) as http:
+            return [reply.json() for reply in await asyncio.gather(*(
+                http.post(runner.url, headers={"Mcp-Session-Id": session},
+                          json=rpc("tools/call", 1, {"name": "echo", "arguments": {"message": tag}}))
+                for session, tag in zip(sessions, ("A", "B"), strict=True)))]
+
+    first, second = asyncio.run(same_ids_at_once())  # both clients chose id 1
+    assert (first["id"], first["result"]["content"][0]["text"]) == (1, "Echo: A")
+    assert (second["id"], second["result"]["content"][0]["text"]) == (1, "Echo: B")
+
+    async def two_sdk_clients() -> list[tuple[list[str], list[str]]]:
+        return list(await asyncio.gather(_list_and_echo(runner.url, "left", 20),
+                                         _list_and_echo(runner.url, "right", 20)))
+
+    (_, left), (_, right) = asyncio.run(two_sdk_clients())
+    assert left == [f"Echo: left-{i}" for i in range(20)]
+    assert right == [f"Echo: right-{i}" for i in range(20)]
+    _print_memory(runner, capsys, "server-everything attached, after 2 clients x 20 concurrent calls")
+
+
+@pytest.mark.e2e
+def test_ping_goes_to_the_server_and_a_stopped_server_does_not_answer_it(
+        runners: Runners, everything_command: list[str]) -> None:
+    runner = runners.start(everything_command, args=["--request-timeout", "2"])
+    runner.wait_state("running")
+    session = initialize(runner).headers["mcp-session-id"]
+    assert post(runner, rpc("ping", 5), session=session).json() == {"jsonrpc": "2.0", "id": 5, "result": {}}
+    os.kill(runner.server_pid, signal.SIGSTOP)
+    try:
+        frozen = post(runner, rpc("ping", 6), session=session)
+        assert frozen.status_code == 504  # the runner never answers ping itself
+        assert frozen.json()["id"] == 6 and "error" in frozen.json()
+    finally:
+        os.kill(runner.server_pid, signal.SIGCONT)
+    assert post(runner, rpc("ping", 7), session=session).json()["result"] == {}
+
+
+@pytest.mark.e2e
+def test_foreign_host_or_origin_gets_403_and_a_missing_token_401(
+        runners: Runners, everything_command: list[str]) -> None:
+    token = "s3cret-token-for-the-test"
+    runner = runners.start(everything_command, args=["--token-env", "RUNNER_TEST_TOKEN"],
+                           env={"RUNNER_TEST_TOKEN": token})
+    runner.wait_state("running")
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert initialize(runner, headers={**bearer, "Host": f"evil.example:{runner.port}"}).status_code == 403
+    assert initialize(runner, headers={**bearer, "Origin": "http://evil.example"}).status_code == 403
+    assert initialize(runner, headers={**bearer, "Origin": "http://localhost:5173"}).status_code == 200
+    assert initialize(runner).status_code == 401
+    assert initialize(runner, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    reply = initialize(runner, headers=bearer)
+    assert reply.status_code == 200
+    session = reply.headers["mcp-session-id"]
+    env_dump = post(runner, rpc("tools/call", 2, {"name": "get-env", "arguments": {}}), session=session,
+                    headers=bearer).json()
+    text = env_dump["result"]["content"][0]["text"]
+    assert "RUNNER_TEST_TOKEN" not in text and token not in text  # removed from the server's env
+
+
+@pytest.mark.e2e
+def test_sigterm_to_the_runner_records_the_exit_and_leaves_no_process(
+        runners: Runners, everything_command: list[str]) -> None:
+    runner = runners.start(everything_command)
+    record = runner.wait_state("running")
+    server_pid, pgid = record["server_pid"], record["server_pgid"]
+    runner.popen.send_signal(signal.SIGTERM)
+    assert runner.wait_exit() == 0
+    record = runner.record()
+    assert record["state"] == "exited" and record["exit"] is not None
+    assert record["exit"]["code"] == 0  # it left on stdin close, within the stop timeout
+    assert wait_gone(server_pid) and is_gone(server_pid)  # type: ignore[arg-type]
+    assert proc.group_members(pgid) == []  # type: ignore[arg-type]
+
+
+@pytest.mark.e2e
+def test_kill_9_of_the_runner_takes_the_server_down_with_it(
+        runners: Runners, everything_command: list[str]) -> None:
+    runner = runners.start(everything_command)
+    record = runner.wait_state("running")
+    server_pid, pgid = record["server_pid"], record["server_pgid"]
+    runner.popen.kill()
+    assert runner.wait_exit() == -signal.SIGKILL
+    assert wait_gone(server_pid) and is_gone(server_pid)  # type: ignore[arg-type]
+    assert wait_until(lambda: proc.group_members(pgid) == [], what="empty server group")  # type: ignore[arg-type]
+    assert runner.record()["state"] == "running"  # no exit record: the controller's next pass reaps
