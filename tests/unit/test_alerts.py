@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import structlog
+
 from mcp_reconcile.alerts import AlertSink, alert_kind, make_alert
 from mcp_reconcile.errors import McpReconcileError
 from mcp_reconcile.events import Redactor

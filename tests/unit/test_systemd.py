@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from mcp_reconcile.systemd import Notifier, socket_address, watchdog_interval_s
 
 UNIT = Path(__file__).resolve().parents[2] / "deploy" / "mcp-reconcile.service"
