@@ -65,7 +65,8 @@ class HostEffects:
                 "--name", spec.name, "--generation", spec.runtime_generation,
                 "--stop-timeout", str(spec.stop_timeout_s), "--", *launch.argv]
         self.state.ensure()
-        child = proc.spawn_runner(argv, dict(launch.env), log_path=self.state.root / "logs" / f"{spec.name}.runner.log")
+        child = proc.spawn_runner(argv, dict(launch.env), cwd=launch.cwd,
+                                  log_path=self.state.root / "logs" / f"{spec.name}.runner.log")
         self.children[spec.name] = child
         self.ledger.update(spec.name, file=spec.origin.file, generation=spec.generation,
                            runtime_generation=spec.runtime_generation,

@@ -21,7 +21,9 @@ import contextlib
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import h11
@@ -47,6 +49,7 @@ READ_CHUNK = 64 * 1024
 # Sessions kept at most; the oldest is forgotten first (clients that never DELETE their session).
 MAX_SESSIONS = 10_000
 
+_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _LOOPBACK_ORIGIN = re.compile(r"http://(127\.0\.0\.1|localhost)(:\d{1,5})?")
 
 
@@ -65,7 +68,7 @@ class ServerLink:
     """JSON-RPC over the server's stdin/stdout with runner-unique ids."""
 
     def __init__(self, stdin: asyncio.StreamWriter, stdout: asyncio.StreamReader, *,
-                 log: Any = None) -> None:
+                 log: Callable[[str], None] | None = None) -> None:
         self._stdin = stdin
         self._stdout = stdout
         self._next_id = 0
@@ -101,10 +104,11 @@ class ServerLink:
         return response
 
     async def notify(self, message: dict[str, Any], *, scope: str | None = None) -> None:
-        """Forward a client notification; a cancel is re-addressed to the id the server knows."""
+        """Forward a client notification; a cancel is re-addressed to the id the server knows (only
+        within a session: without one, the request it names cannot be told apart from other clients')."""
         if message.get("method") == "notifications/cancelled":
             params = message.get("params") or {}
-            runner_id = self._find(scope, params.get("requestId"))
+            runner_id = self._find(scope, params.get("requestId")) if scope is not None else None
             if runner_id is None:
                 return
             message = {**message, "params": {**params, "requestId": runner_id}}
@@ -248,7 +252,7 @@ class Gateway:
                 event = await self._next_event(conn, reader)
                 if not isinstance(event, h11.Request):
                     break
-                reply = await self._handle(conn, reader, event)
+                reply = await self._handle(conn, reader, writer, event)
                 await self._send(conn, writer, reply)
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     break
@@ -256,7 +260,8 @@ class Gateway:
         except h11.RemoteProtocolError as exc:
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                 reply = Reply(exc.error_status_hint, str(exc).encode(), [("Content-Type", "text/plain")])
-                await self._send(conn, writer, reply)
+                with contextlib.suppress(ConnectionError, h11.LocalProtocolError):
+                    await self._send(conn, writer, reply)
         except (ConnectionError, h11.LocalProtocolError):
             pass
         finally:
@@ -271,7 +276,8 @@ class Gateway:
                 return event
             conn.receive_data(await reader.read(READ_CHUNK))
 
-    async def _handle(self, conn: h11.Connection, reader: asyncio.StreamReader, request: h11.Request) -> Reply:
+    async def _handle(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      request: h11.Request) -> Reply:
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in request.headers}
         denied = self._check_access(request.target, headers)
         length = headers.get("content-length", "0")
@@ -279,6 +285,8 @@ class Gateway:
             denied = Reply(413, b"request body too large\n", [("Connection", "close")])
         if denied is not None:
             return denied
+        if conn.they_are_waiting_for_100_continue:  # curl asks before sending a larger body
+            writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))  # type: ignore[arg-type]
         body = await self._read_body(conn, reader)
         if body is None:
             return Reply(413, b"request body too large\n", [("Connection", "close")])
@@ -306,10 +314,12 @@ class Gateway:
     @staticmethod
     async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, reply: Reply) -> None:
         headers = reply.headers if reply.status == 204 else [*reply.headers, ("Content-Length", str(len(reply.body)))]
-        writer.write(conn.send(h11.Response(status_code=reply.status, headers=headers)))
+        response = h11.Response(status_code=reply.status, headers=headers, reason=_REASONS.get(reply.status, b""))
+        parts = [conn.send(response)]
         if reply.body:
-            writer.write(conn.send(h11.Data(data=reply.body)))
-        writer.write(conn.send(h11.EndOfMessage()))
+            parts.append(conn.send(h11.Data(data=reply.body)))
+        parts.append(conn.send(h11.EndOfMessage()))
+        writer.write(b"".join(parts))  # type: ignore[arg-type]  # one send(2) per response
         await writer.drain()
 
     # access -----------------------------------------------------------------------------------------------

@@ -1,8 +1,15 @@
 """The only code that spawns, signals, reaps and identifies processes.
 
 Every child goes into a process group of its own and every signal goes to the whole group, so a
-wrapper chain (`npx` -> `node`, `sh -c`, `uv run`) never leaves an orphan behind. Stdlib only: the
-runner imports this module and must stay lean.
+wrapper chain (`npx` -> `node`, `sh -c`, `uv run`) never leaves an orphan behind. Stdlib only at
+import: the runner imports this module and must stay lean (psutil and ctypes are imported inside the
+functions that need them).
+
+    servers   spawn_server -> ServerProcess, stop_server (the one stop sequence), RotatingLog
+    runners   spawn_runner, stop_runner, pidfd_wait (exit of a non-child)
+    identity  own_create_time / own_cmdline (stdlib, as psutil reports them), process_identity,
+              is_same_process
+    groups    signal_group, group_members, kill_group_and_wait (leftovers of a kill -9'd runner)
 """
 
 from __future__ import annotations
@@ -318,14 +325,17 @@ def is_same_process(pid: int, create_time: float, cmdline: Sequence[str]) -> boo
 
 # --- runners: spawn, watch, stop; leftover groups -----------------------------------------------------------
 
-def spawn_runner(argv: Sequence[str], env: Mapping[str, str], *, log_path: str | os.PathLike[str]
-                 ) -> subprocess.Popen[bytes]:
-    """Start a runner in a session of its own (it outlives the controller), output to its own log."""
+def spawn_runner(argv: Sequence[str], env: Mapping[str, str], *, log_path: str | os.PathLike[str],
+                 cwd: str | os.PathLike[str] | None = None) -> subprocess.Popen[bytes]:
+    """Start a runner in a session of its own (it outlives the controller), output to its own log.
+
+    The runner passes `env` (minus its --token-env variable) and `cwd` on to the server.
+    """
     os.makedirs(os.path.dirname(os.fspath(log_path)) or ".", mode=0o700, exist_ok=True)
     log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         return subprocess.Popen(list(argv), env=dict(env), stdin=subprocess.DEVNULL, stdout=log_fd,
-                                stderr=log_fd, start_new_session=True, close_fds=True)
+                                stderr=log_fd, start_new_session=True, close_fds=True, cwd=cwd)
     finally:
         os.close(log_fd)
 

@@ -32,11 +32,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcp_reconcile import proc
-from mcp_reconcile.gateway import REQUEST_TIMEOUT_S, Gateway, ServerLink
+from mcp_reconcile.gateway import REQUEST_TIMEOUT_S, Gateway, ServerLink, ServerUnavailable
 from mcp_reconcile.store import RunRecord, StateDir
 
 # How long the server gets from spawn to an answered server/discover or initialize (npx cold starts).
 STARTUP_TIMEOUT_S = 60.0
+# A server that closed its stdout during startup is normally exiting: how long to wait for that exit
+# before the stop sequence takes over.
+EXIT_AFTER_STDOUT_EOF_S = 5.0
 # Runner exit codes of its own (server exit codes pass through otherwise).
 EXIT_STARTUP_TIMEOUT = 124   # the server did not answer server/discover + initialize in time
 EXIT_STARTUP_FAILED = 125    # the server answered the handshake with an error, or the port was taken
@@ -201,8 +204,10 @@ class Runner:
         elif isinstance(era_task.exception(), StartupError):
             _say(str(era_task.exception()))
             return EXIT_STARTUP_FAILED
+        elif not isinstance(era_task.exception(), ServerUnavailable):
+            raise era_task.exception()  # type: ignore[misc]  # a runner bug: run() still stops the server
         if not self.stop_requested.is_set():
-            await server.wait_exit(proc.SIGKILL_REAP_TIMEOUT_S)  # its stdout closed: the exit follows
+            await server.wait_exit(EXIT_AFTER_STDOUT_EOF_S)
             _say("server exited during startup")
         return None
 

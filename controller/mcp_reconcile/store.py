@@ -21,8 +21,6 @@ import contextlib
 import fcntl
 import json
 import os
-import secrets
-import tempfile
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -85,10 +83,16 @@ class RunRecord(TypedDict, total=False):
     exit: ExitInfo | None
 
 
+def _create_temp(path: Path) -> tuple[int, str]:
+    """A new 0600 temp file beside `path` (os.open, not tempfile: the runner must stay lean)."""
+    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"))
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), tmp
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON so that readers see the old or the new file, never a torn one: temp, fsync, rename."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=2, sort_keys=True)
@@ -196,9 +200,9 @@ class StateDir:
         path = self.root / ".key"
         if not path.exists():
             self.ensure()
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".key.", suffix=".tmp")
+            fd, tmp = _create_temp(path)
             with os.fdopen(fd, "wb") as fh:
-                fh.write(secrets.token_bytes(KEY_BYTES))
+                fh.write(os.urandom(KEY_BYTES))
                 fh.flush()
                 os.fsync(fh.fileno())
             try:

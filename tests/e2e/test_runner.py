@@ -10,12 +10,14 @@ server group it recorded, so a failing test leaves no process behind.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import select
 import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -207,6 +209,43 @@ def test_a_stateless_server_is_served_without_sessions(runners: Runners) -> None
     assert [tool["name"] for tool in answer.json()["result"]["tools"]] == ["echo"]
     legacy = initialize(runner)  # forwarded, so the server's own refusal comes back
     assert legacy.json()["error"]["code"] == -32022
+    ping = post(runner, rpc("ping", 8, {"_meta": DISCOVER_META}))  # removed in 2026-07-28: the server says so
+    assert (ping.status_code, ping.json()["id"], ping.json()["error"]["code"]) == (200, 8, -32601)
+
+
+ASKS_THE_CLIENT = textwrap.dedent('''
+    import json, sys
+    def send(message):
+        sys.stdout.write(json.dumps(message) + "\\n")
+        sys.stdout.flush()
+    for line in sys.stdin:
+        message = json.loads(line)
+        if "id" not in message or "method" not in message:
+            continue
+        if message["method"] == "initialize":
+            send({"jsonrpc": "2.0", "id": message["id"], "result": {"protocolVersion": "2025-06-18",
+                  "capabilities": {"tools": {}}, "serverInfo": {"name": "asks", "version": "1"}}})
+        elif message["method"] == "tools/call":
+            send({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "x"}})
+            send({"jsonrpc": "2.0", "id": "srv-1", "method": "sampling/createMessage", "params": {}})
+            reply = json.loads(sys.stdin.readline())
+            send({"jsonrpc": "2.0", "id": message["id"],
+                  "result": {"content": [{"type": "text", "text": json.dumps(reply)}]}})
+        else:
+            send({"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32601, "message": "nope"}})
+''')
+
+
+def test_server_to_client_requests_get_method_not_found_and_notifications_are_dropped(
+        runners: Runners, tmp_path: Path) -> None:
+    script = tmp_path / "asks_the_client.py"
+    script.write_text(ASKS_THE_CLIENT)
+    runner = runners.start([sys.executable, "-u", str(script)])
+    session = initialize(runner).headers["mcp-session-id"]
+    answer = post(runner, rpc("tools/call", 3, {"name": "anything", "arguments": {}}), session=session).json()
+    assert answer["id"] == 3  # the notification before it went nowhere; the answer still came back
+    reply = json.loads(answer["result"]["content"][0]["text"])
+    assert (reply["id"], reply["error"]["code"]) == ("srv-1", -32601)
 
 
 def test_a_server_that_crashes_on_start_leaves_its_exit_code_in_the_record(runners: Runners) -> None:
@@ -256,13 +295,30 @@ def test_stopping_the_runner_of_a_forking_server_leaves_no_grandchild(runners: R
     assert proc.group_members(pgid) == []  # type: ignore[arg-type]
 
 
+def test_the_runner_stays_lean_no_heavy_imports_and_no_openssl_for_tls(runners: Runners) -> None:
+    runner = runners.start(fault_server("well_behaved"))
+    runner.wait_state("running")
+    assert "libssl" not in Path(f"/proc/{runner.popen.pid}/maps").read_text()
+    imported = subprocess.run(
+        [sys.executable, "-c", "import sys, mcp_reconcile.runner; print(' '.join(sys.modules))"],
+        check=True, capture_output=True, text=True, timeout=WAIT_S).stdout.split()
+    heavy = {"psutil", "structlog", "jsonschema", "mcp", "yaml", "httpx", "pydantic", "anyio"}
+    assert heavy.isdisjoint(name.split(".")[0] for name in imported)
+
+
 # --- real servers from the registries ------------------------------------------------------------------------
+
+def _install(argv: Sequence[str]) -> None:
+    """Run one install step; a failure shows the package manager's own words."""
+    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        pytest.fail(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+
 
 @pytest.fixture(scope="session")
 def everything_command(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     prefix = tmp_path_factory.mktemp("npm")
-    subprocess.run(["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund", EVERYTHING_PKG],
-                   check=True, capture_output=True, timeout=600)
+    _install(["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund", EVERYTHING_PKG])
     return [str(prefix / "node_modules" / ".bin" / "mcp-server-everything")]
 
 
@@ -270,9 +326,8 @@ def everything_command(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 def time_command(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     venv = tmp_path_factory.mktemp("pypi") / "venv"
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "/work/main/.venv/bin/uv"
-    subprocess.run([uv, "venv", "-q", str(venv)], check=True, capture_output=True, timeout=600)
-    subprocess.run([uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), TIME_PKG],
-                   check=True, capture_output=True, timeout=600)
+    _install([uv, "venv", "-q", str(venv)])
+    _install([uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), TIME_PKG])
     return [str(venv / "bin" / "mcp-server-time")]
 
 

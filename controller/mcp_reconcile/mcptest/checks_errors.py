@@ -27,8 +27,6 @@ UNKNOWN_TOOL = "mcptest-no-such-tool"
 # A value of the wrong JSON type for each JSON Schema type.
 WRONG_VALUES = {"string": 12345, "number": "not-a-number", "integer": "not-an-integer",
                 "boolean": "not-a-boolean", "array": "not-an-array", "object": "not-an-object"}
-# For a server whose stdout just closed to finish exiting, so the message can give its exit code.
-EXIT_SETTLE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -102,8 +100,7 @@ class _Run:
     timeout_s: float
 
     async def gone(self) -> str:
-        await self.channel.proc.wait_exit(EXIT_SETTLE_S)
-        return f"the server {self.channel.proc.exit_description()}"
+        return f"the server {await self.channel.proc.describe_exit()}"
 
     async def ask(self, method: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         try:

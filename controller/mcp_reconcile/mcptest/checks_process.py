@@ -48,9 +48,7 @@ def startup_passed(proc: ServerProcess, session: Session) -> CheckResult:
 
 async def startup_failed(proc: ServerProcess, run: SessionRun, settings: Settings) -> CheckResult:
     """Why no session came up; says whether the server exited or still runs without answering."""
-    if proc.returncode is None:
-        await proc.wait_exit(0.5)  # stdout just closed: let the exit land so its code can be named
-    state = proc.exit_description()
+    state = await proc.describe_exit()
     return CheckResult(STARTUP, Status.failed, f"expected an answer to server/discover or initialize within "
                        f"{settings.startup_timeout_s:g} s of spawn; got {run.error} (the server is {state})",
                        elapsed_ms(proc.started_at), {"error": run.error, "server": state})
@@ -61,6 +59,13 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         return []
+
+
+def _process(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None
 
 
 def _alive(process: psutil.Process) -> bool:
@@ -88,7 +93,7 @@ async def check_shutdown(proc: ServerProcess, *, timeout_s: float) -> CheckResul
     proc.close_stdin()
     code = await proc.wait_exit(timeout_s)
     exit_ms = elapsed_ms(started)
-    in_group = {p.pid: p for p in proc.survivors()} if code is not None else {}
+    in_group = {pid: p for pid in proc.survivors() if (p := _process(pid)) is not None} if code is not None else {}
     left = list(in_group.values()) + [p for p in before if p.pid not in in_group and _alive(p)]
     named = [_name(p) for p in left[:NAMED_LEFTOVERS]]
     await proc.stop(0.0)

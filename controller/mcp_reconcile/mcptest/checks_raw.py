@@ -176,6 +176,6 @@ async def check_concurrency(channel: RawChannel, *, count: int, era: str | None,
                            f"under its own id in {burst_ms:.1f} ms", elapsed_ms(started), details)
     got = audit.problems()
     if channel.closed:
-        got.append(f"the server {channel.proc.exit_description()}")
+        got.append(f"the server {await channel.proc.describe_exit()}")
     return CheckResult(CONCURRENCY, Status.failed, f"expected {count} concurrent requests ({what}) each answered "
                        f"once under its own id; got {', '.join(got)}", elapsed_ms(started), details)

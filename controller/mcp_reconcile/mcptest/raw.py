@@ -1,9 +1,10 @@
 """A spawned server with thin JSON-lines framing on its stdio, for what the SDK will not send.
 
-`ServerProcess` owns one server process (its own process group) and its pipes: lines in, lines out,
-stdin close, bounded waits for exit, the group's survivors. `RawChannel` frames JSON-RPC on top:
-arbitrary lines (malformed JSON, non-objects), requests with explicit ids, and a record of every
-message the server wrote, so checks can look for strays and duplicates. The SDK talks to the same
+`ServerProcess` wraps one server spawned by `proc.spawn_server` (its own process group, stderr to
+a log file): lines in, lines out, stdin close, bounded waits for exit, the group's survivors.
+`RawChannel` frames JSON-RPC on top: arbitrary lines (malformed JSON, non-objects), requests with
+explicit ids, and a record of every message the server wrote, so checks can look for strays and
+duplicates. The SDK talks to the same
 process through `mcptest.sdk.process_transport`.
 """
 
@@ -15,23 +16,16 @@ import itertools
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import psutil
-
+from mcp_reconcile import proc
 from mcp_reconcile.model import LaunchSpec
-from mcp_reconcile.proc import signal_group
 
-# Longest stdout line we accept (a tools/list of a big server is far below this).
-LINE_LIMIT_BYTES = 16 * 1024 * 1024
-# Between SIGTERM to the group and SIGKILL when a server ignored its stdin closing.
-TERM_GRACE_S = 2.0
-# For the kernel to deliver SIGKILL and for us to reap.
-KILL_REAP_S = 2.0
+# For a server whose stdout just closed to finish exiting and flush its stderr, so a message can quote both.
+SETTLE_S = 1.0
 # How much of the server's stderr a failure message quotes.
 STDERR_TAIL_CHARS = 600
 
@@ -40,118 +34,77 @@ class ServerGone(Exception):
     """The server closed its stdout (it exited or is exiting) before answering."""
 
 
-def _spawn(argv: tuple[str, ...], env: Mapping[str, str], cwd: str | None,
-           stderr_path: Path) -> subprocess.Popen[bytes]:
-    """Start the server in a process group of its own with piped stdin/stdout, stderr to a file.
-
-    The one place mcptest creates a process: to be replaced by `proc.spawn_server` once it exists.
-    """
-    with open(stderr_path, "ab") as stderr:
-        return subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-                                env=dict(env), cwd=cwd, start_new_session=True)
-
-
-class _WritePipe(asyncio.Protocol):
-    """Remembers that the write end broke, so writes to a dead server fail loudly."""
-
-    def __init__(self) -> None:
-        self.lost = False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-
-
 class ServerProcess:
-    """One spawned server: newline-framed stdio, bounded waits, and its process group."""
+    """One spawned server (`proc.spawn_server`): newline-framed stdio, bounded waits, its group."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], reader: asyncio.StreamReader,
-                 writer: asyncio.WriteTransport, write_pipe: _WritePipe, read_transport: asyncio.BaseTransport,
-                 *, started_at: float, stderr_path: Path) -> None:
-        self.popen = popen
+    def __init__(self, server: proc.ServerProcess, *, started_at: float, stderr_path: Path) -> None:
+        self.server = server
         self.started_at = started_at
         self.stderr_path = stderr_path
-        self._reader = reader
-        self._writer = writer
-        self._write_pipe = write_pipe
-        self._read_transport = read_transport
 
     @classmethod
     async def start(cls, launch: LaunchSpec, *, stderr_path: Path) -> ServerProcess:
-        """Spawn `launch` (its env over ours) and connect its pipes to this event loop."""
-        loop = asyncio.get_running_loop()
+        """Spawn `launch` (its env over ours) in a process group of its own; OSError if it cannot run."""
         started_at = time.monotonic()
-        popen = _spawn(launch.argv, {**os.environ, **launch.env}, launch.cwd, stderr_path)
-        assert popen.stdin is not None and popen.stdout is not None
-        try:
-            reader = asyncio.StreamReader(limit=LINE_LIMIT_BYTES)
-            read_transport, _ = await loop.connect_read_pipe(
-                lambda: asyncio.StreamReaderProtocol(reader), popen.stdout)
-            writer, write_pipe = await loop.connect_write_pipe(_WritePipe, popen.stdin)
-        except BaseException:
-            signal_group(popen.pid, signal.SIGKILL)
-            popen.wait()
-            raise
-        return cls(popen, reader, writer, write_pipe, read_transport, started_at=started_at,
-                   stderr_path=stderr_path)
+        server = await proc.spawn_server(launch.argv, {**os.environ, **launch.env}, launch.cwd, stderr_path)
+        return cls(server, started_at=started_at, stderr_path=stderr_path)
 
     @property
     def pid(self) -> int:
-        return self.popen.pid
+        return self.server.pid
 
     @property
     def pgid(self) -> int:
-        return self.popen.pid  # a new session: the server leads its own group
+        return self.server.pgid
 
     @property
     def returncode(self) -> int | None:
-        return self.popen.poll()
+        return self.server.returncode
 
     async def read_line(self) -> bytes | None:
         """The next stdout line without its newline; None at end of stream. One reader at a time."""
-        line = await self._reader.readline()
+        assert self.server.process.stdout is not None
+        line = await self.server.process.stdout.readline()
         if not line:
             return None
         return line.rstrip(b"\r\n") if line.endswith(b"\n") else line
 
     def write_line(self, data: bytes) -> None:
         """Queue one line for the server's stdin; ServerGone when the pipe is closed or broken."""
-        if self._write_pipe.lost or self._writer.is_closing():
+        stdin = self.server.process.stdin
+        if stdin is None or stdin.is_closing():
             raise ServerGone(self.exit_description())
-        self._writer.write(data + b"\n")
+        stdin.write(data + b"\n")
 
     def close_stdin(self) -> None:
         """Close the server's stdin: the MCP stdio way to ask it to exit (after flushing writes)."""
-        if not self._writer.is_closing():
-            self._writer.close()
+        stdin = self.server.process.stdin
+        if stdin is not None and not stdin.is_closing():
+            stdin.close()
 
     async def wait_exit(self, timeout_s: float) -> int | None:
-        """Wait up to `timeout_s` for the server to exit and reap it; its exit code, or None if alive."""
-        return await wait_exit(self.popen, timeout_s)
+        """Wait up to `timeout_s` for the server to exit; its exit status, or None while it runs."""
+        return await self.server.wait_exit(timeout_s)
 
-    def survivors(self) -> list[psutil.Process]:
-        """Live (non-zombie) processes still in the server's process group, leader excluded if reaped."""
-        return group_members(self.pgid)
+    def survivors(self) -> list[int]:
+        """Pids still alive in the server's process group."""
+        return proc.group_members(self.pgid)
 
     async def stop(self, timeout_s: float) -> int | None:
-        """The one stop sequence: close stdin, wait, SIGTERM the group, wait, SIGKILL, reap.
+        """The one stop sequence (`proc.stop_server`): stdin close, wait, SIGTERM, SIGKILL, group kill."""
+        return await proc.stop_server(self.server, stop_timeout_s=timeout_s)
 
-        The group gets a final SIGKILL in any case, so no child of the server outlives the suite.
-        """
-        self.close_stdin()
-        code = await self.wait_exit(timeout_s)
-        if code is None:
-            signal_group(self.pgid, signal.SIGTERM)
-            code = await self.wait_exit(TERM_GRACE_S)
-        if code is None:
-            signal_group(self.pgid, signal.SIGKILL)
-            code = await self.wait_exit(KILL_REAP_S)
-        signal_group(self.pgid, signal.SIGKILL)
-        self._read_transport.close()
-        return code
+    async def describe_exit(self) -> str:
+        """`exit_description`, after a server that closed its stdout had a moment to exit and flush stderr."""
+        stdout = self.server.process.stdout
+        if stdout is not None and stdout.at_eof() and await self.wait_exit(SETTLE_S) is not None:
+            with contextlib.suppress(TimeoutError, OSError):
+                await asyncio.wait_for(asyncio.shield(self.server.stderr_pump), SETTLE_S)
+        return self.exit_description()
 
     def exit_description(self) -> str:
         """'exited with code 1' / 'killed by SIGKILL' / 'still running', plus the stderr tail."""
-        code = self.popen.poll()
+        code = self.returncode
         if code is None:
             what = "still running"
         elif code < 0:
@@ -169,46 +122,6 @@ class ServerProcess:
                 return fh.read().decode(errors="replace").strip()
         except OSError:
             return ""
-
-
-async def wait_exit(popen: subprocess.Popen[bytes], timeout_s: float) -> int | None:
-    """Wait for a child's exit on its pidfd (an event, not a poll loop), reap it; None on timeout."""
-    if popen.poll() is not None:
-        return popen.returncode
-    try:
-        pidfd = os.pidfd_open(popen.pid)
-    except (AttributeError, OSError):
-        return await asyncio.to_thread(_wait_blocking, popen, timeout_s)
-    loop = asyncio.get_running_loop()
-    exited = asyncio.Event()
-    loop.add_reader(pidfd, exited.set)
-    try:
-        await asyncio.wait_for(exited.wait(), timeout_s)
-    except TimeoutError:
-        return None
-    finally:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
-    return popen.wait()
-
-
-def _wait_blocking(popen: subprocess.Popen[bytes], timeout_s: float) -> int | None:
-    try:
-        return popen.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        return None
-
-
-def group_members(pgid: int) -> list[psutil.Process]:
-    """Live processes whose process group is `pgid` (zombies are dead and excluded)."""
-    members = []
-    for process in psutil.process_iter():
-        try:
-            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
-                members.append(process)
-        except (OSError, psutil.Error):
-            continue
-    return members
 
 
 def id_key(request_id: Any) -> str:
