@@ -139,10 +139,14 @@ class HostEffects:
 
         report = await test_one(spec, self.state, self.base_env)
         passed = bool(report.passed)
-        failed = [c for c in report.checks if c.status == "fail"]
+        failed = [c for c in report.checks if getattr(c.status, "value", c.status) == "fail"]
         message = "all checks passed" if passed else "; ".join(f"{c.name}: {c.message}" for c in failed[:3])
         self.ledger.update(spec.name, tested_generation=spec.runtime_generation, test_passed=passed,
                            test_message=message)
         if not passed:
             raise PermanentError(spec.name, "test", message)
-        return f"{len(report.checks)} checks passed ({report.era} era)"
+        counts: dict[str, int] = {}
+        for c in report.checks:
+            status = getattr(c.status, "value", c.status)
+            counts[status] = counts.get(status, 0) + 1
+        return f"tests passed ({report.era} era): " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))

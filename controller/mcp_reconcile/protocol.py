@@ -79,27 +79,43 @@ async def cheap_request(client: Client) -> None:
 
 
 @asynccontextmanager
-async def _http_transport(endpoint: str, token: str | None) -> AsyncIterator[Any]:
+async def _http_transport(endpoint: str, token: str | None, http_errors: list[int] | None) -> AsyncIterator[Any]:
     headers = {"Authorization": f"Bearer {token}"} if token else None
     timeout = httpx2.Timeout(HTTP_TIMEOUT_S, read=HTTP_READ_TIMEOUT_S)
-    async with httpx2.AsyncClient(headers=headers, timeout=timeout) as http, \
+    hooks: dict[str, list[Any]] = {}
+    if http_errors is not None:
+        async def remember(response: httpx2.Response) -> None:
+            if response.status_code >= 400:
+                http_errors.append(response.status_code)
+
+        hooks["response"] = [remember]
+    async with httpx2.AsyncClient(headers=headers, timeout=timeout, event_hooks=hooks) as http, \
             streamable_http_client(endpoint, http_client=http) as streams:
         yield streams
 
 
-def endpoint_client(endpoint: str, *, token: str | None = None, mode: str = "auto") -> Client:
+def endpoint_client(endpoint: str, *, token: str | None = None, mode: str = "auto",
+                    http_errors: list[int] | None = None) -> Client:
     """An unentered SDK client for a Streamable HTTP endpoint, with the bearer token if any.
 
-    Response caching is off: a health probe or a test must reach the server every time.
+    Response caching is off: a health probe or a test must reach the server every time. The SDK
+    turns an HTTP error into a generic JSON-RPC error; `http_errors` collects the real status codes
+    (401 says far more about a wrong token than -32603 does).
     """
-    return Client(_http_transport(endpoint, token), mode=mode, cache=None)
+    return Client(_http_transport(endpoint, token, http_errors), mode=mode, cache=None)
+
+
+def _with_status(message: str, http_errors: list[int], since: int) -> str:
+    codes = http_errors[since:]
+    return f"{message} (HTTP {codes[-1]})" if codes else message
 
 
 async def list_tools_at(endpoint: str, *, token: str | None = None, timeout_s: float = 10) -> list[str]:
     """The names of the tools served at `endpoint`; ProbeError when it cannot say within `timeout_s`."""
+    http_errors: list[int] = []
     try:
         with anyio.fail_after(timeout_s):
-            async with endpoint_client(endpoint, token=token) as client:
+            async with endpoint_client(endpoint, token=token, http_errors=http_errors) as client:
                 names: list[str] = []
                 cursor: str | None = None
                 for _ in range(MAX_LIST_PAGES):
@@ -112,7 +128,8 @@ async def list_tools_at(endpoint: str, *, token: str | None = None, timeout_s: f
     except ProbeError:
         raise
     except Exception as exc:
-        raise ProbeError(endpoint, f"tools/list: {describe_error(exc, timeout_s=timeout_s)}") from exc
+        reason = _with_status(describe_error(exc, timeout_s=timeout_s), http_errors, 0)
+        raise ProbeError(endpoint, f"tools/list: {reason}") from exc
 
 
 _Request = tuple[float, "asyncio.Future[ProbeResult]"]
@@ -132,6 +149,7 @@ class ProbeSession:
         self._requests: asyncio.Queue[_Request | None] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._current: asyncio.Future[ProbeResult] | None = None
+        self._http_errors: list[int] = []
         self._closed = False
         self.era: str | None = None
         self.protocol_version: str | None = None
@@ -195,9 +213,10 @@ class ProbeSession:
         timeout_s, self._current = first
         deadline = anyio.current_time() + timeout_s
         go_on = True
+        self._http_errors.clear()
         try:
             with anyio.CancelScope(deadline=deadline) as scope:
-                async with endpoint_client(self.endpoint, token=self._token) as client:
+                async with endpoint_client(self.endpoint, token=self._token, http_errors=self._http_errors) as client:
                     scope.deadline = math.inf
                     self.era, self.protocol_version = era_of(client), client.protocol_version
                     while True:
@@ -215,14 +234,17 @@ class ProbeSession:
             if scope.cancelled_caught:
                 self._settle(self._result(False, error=f"no session within {timeout_s:g} s"))
         except Exception as exc:
-            self._settle(self._result(False, error=describe_error(exc, timeout_s=timeout_s)))
+            error = _with_status(describe_error(exc, timeout_s=timeout_s), self._http_errors, 0)
+            self._settle(self._result(False, error=error))
         return go_on
 
     async def _probe_once(self, client: Client, deadline: float, timeout_s: float) -> ProbeResult:
         started = time.monotonic()
+        errors_before = len(self._http_errors)
         try:
             with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
                 await cheap_request(client)
         except Exception as exc:
-            return self._result(False, error=describe_error(exc, timeout_s=timeout_s))
+            error = _with_status(describe_error(exc, timeout_s=timeout_s), self._http_errors, errors_before)
+            return self._result(False, error=error)
         return self._result(True, latency_ms=(time.monotonic() - started) * 1000)

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -90,6 +91,8 @@ def emit(block: Block) -> None:
 
 
 def fmt_s(seconds: float) -> str:
+    if seconds < 0:
+        return "-" + fmt_s(-seconds)
     if seconds < 1e-3:
         return f"{seconds * 1e6:.0f} µs"
     if seconds < 1.0:
@@ -303,6 +306,54 @@ def wait_until(check: Callable[[], T | None], *, timeout_s: float, what: str, in
         time.sleep(interval_s)
 
 
+# Events that mark the steps of a restart, in order: (event name, phase of an alert.raised event or None).
+TIMELINE_STEPS = (("manifest.loaded", None), ("runner.exited", None), ("plan.computed", None),
+                  ("alert.raised", "Starting"), ("alert.raised", "Running"))
+
+
+def epoch(ts: str) -> float:
+    """Unix time of an audit event's `ts` (ISO 8601, UTC); nan when it does not parse."""
+    try:
+        parsed = datetime.fromisoformat(ts)
+    except ValueError:
+        return float("nan")
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+def timeline(state: Path, server: str, since_wall: float) -> list[tuple[str, float]]:
+    """(step, seconds after `since_wall`) of the first audit event of each TIMELINE_STEPS entry after it.
+
+    Best effort, for the notes: a step whose event is not in events.jsonl is left out.
+    """
+    try:
+        lines = (state / "events.jsonl").read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    found: dict[str, float] = {}
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        at = epoch(str(event.get("ts", "")))
+        if not at >= since_wall or event.get("server", server) != server:
+            continue
+        for name, phase in TIMELINE_STEPS:
+            label = f"{phase} (first probe ok)" if phase == "Running" else (phase or name)
+            if event.get("event") == name and (phase is None or event.get("phase") == phase):
+                found.setdefault(label, at - since_wall)
+    return sorted(found.items(), key=lambda item: item[1])
+
+
+def fmt_timeline(steps: Sequence[tuple[str, float]]) -> str:
+    """`a +25 ms, b +28 ms (3 ms after a)`: each step's offset and its gap to the step before."""
+    parts, previous = [], 0.0
+    for label, offset in steps:
+        parts.append(f"{label} +{offset * 1000:.0f} ms ({(offset - previous) * 1000:.0f})")
+        previous = offset
+    return ", ".join(parts) or "(no audit events)"
+
+
 def launch_argv(state: Path, manifests: Path, name: str) -> tuple[tuple[str, ...], dict[str, str]]:
     """argv and env the controller would start `name` with (the install record + the manifest)."""
     from mcp_reconcile.install import launch_spec
@@ -395,23 +446,17 @@ class StdioPeer:
         return took
 
 
-@dataclass(frozen=True)
-class ColdStart:
-    start_s: float          # spawn -> initialize answered
-    stop_s: float | None    # stdin closed -> exited (None: killed after SERVER_STOP_TIMEOUT_S)
-
-
-async def _cold_start(argv: Sequence[str], env: Mapping[str, str]) -> ColdStart:
+async def _cold_start(argv: Sequence[str], env: Mapping[str, str]) -> float:
     started = time.perf_counter()
     peer = await StdioPeer.spawn(argv, env=env)
     try:
         await peer.initialize()
-        took = time.perf_counter() - started
+        return time.perf_counter() - started
     finally:
-        stop_s = await peer.close()
-    return ColdStart(took, stop_s)
+        await peer.close()
 
 
-def cold_starts(argv: Sequence[str], env: Mapping[str, str], *, runs: int = 3) -> list[ColdStart]:
-    """The server's own cold start, spawned directly (no runner, no controller), `runs` times in a row."""
+def cold_starts(argv: Sequence[str], env: Mapping[str, str], *, runs: int = 3) -> list[float]:
+    """The server's own cold start (spawn -> initialize answered), spawned directly: no runner, no
+    controller, a raw stdio client; `runs` times in a row."""
     return [asyncio.run(_cold_start(argv, env)) for _ in range(runs)]

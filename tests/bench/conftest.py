@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import benchlib  # noqa: E402  (needs the path above)
+import benchlib  # found through the path above
 
 BENCH_ENV = "MCP_RECONCILE_BENCH"
 

@@ -64,7 +64,7 @@ class WaitTimeout(AssertionError):
 
 
 def wait_until(observe: Callable[[], T], done: Callable[[T], object], *, timeout_s: float = WAIT_S,
-               what: str) -> T:
+               what: str, poll_s: float = POLL_S) -> T:
     """Call `observe()` until `done(value)` holds and return that value; raise WaitTimeout with the last one."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -74,7 +74,7 @@ def wait_until(observe: Callable[[], T], done: Callable[[T], object], *, timeout
         if time.monotonic() >= deadline:
             raise WaitTimeout(f"timed out after {timeout_s:g}s waiting for {what}; last observed:\n"
                               f"{_show(value)}")
-        time.sleep(POLL_S)
+        time.sleep(poll_s)
 
 
 def _show(value: Any) -> str:
@@ -89,6 +89,7 @@ def load_fixture_module(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"e2e_fixture_{name}", FAULT_SERVERS / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -323,6 +324,15 @@ class Harness:
         return wait_until(self.rows, lambda rows: all(n in rows and rows[n]["ready"] and rows[n]["endpoint"]
                                                       for n in names),
                           timeout_s=timeout_s, what=what or f"{', '.join(names)} Ready")
+
+    def probed_ready(self, rows: Mapping[str, Mapping[str, Any]], name: str, *, not_pid: int | None = None) -> bool:
+        """Is `name` Ready on a probe of its current process (not a health result left from an earlier one)?
+        With `not_pid`: under a server pid other than that one (it was restarted)."""
+        row, record = rows.get(name) or {}, self.run_record(name) or {}
+        probe = row.get("last_probe") or {}
+        return bool(row.get("ready") and row.get("server_pid") not in (None, not_pid)
+                    and record.get("server_pid") == row["server_pid"] and probe.get("ok")
+                    and probe.get("at", 0.0) >= record.get("started_at", float("inf")))
 
     def wait_event(self, event: str, *, server: str | None = None, since: int = 0, count: int = 1,
                    timeout_s: float = WAIT_S) -> list[dict[str, Any]]:

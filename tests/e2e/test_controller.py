@@ -30,9 +30,8 @@ def test_a_killed_server_is_restarted_and_ready_again(real) -> None:
 
     killed_at = time.monotonic()
     os.kill(before["server_pid"], signal.SIGKILL)
-    rows = real.wait_until(real.rows, lambda r: r["everything"]["ready"] and r["everything"]["restarts"] and
-                           r["everything"]["server_pid"] not in (None, before["server_pid"]),
-                           what="everything restarted and Ready again under a new server pid")
+    rows = real.wait_until(real.rows, lambda r: real.probed_ready(r, "everything", not_pid=before["server_pid"]),
+                           what="everything Ready again, probed under a new server pid")
     crash_to_ready_s = time.monotonic() - killed_at
 
     print(f"\ncrash-to-ready (server-everything, kill -9 of the server): {crash_to_ready_s * 1000:.0f} ms")
@@ -45,16 +44,41 @@ def test_a_killed_server_is_restarted_and_ready_again(real) -> None:
     assert [e["server"] for e in restarting] == ["everything"], restarting
 
 
+@pytest.mark.xfail(strict=True, reason="BUG: status shows a restarted server Ready before its new process was "
+                   "ever probed: state.json keeps the old process's healthy=True until the controller's pass ends")
+def test_a_restarted_server_is_not_ready_before_its_new_process_is_probed(real) -> None:
+    controller = real.start_controller()
+    real.wait_ready(*BUNDLED)
+    before = real.run_record("everything")
+
+    os.kill(before["server_pid"], signal.SIGKILL)
+    real.wait_until(lambda: real.run_record("everything") or {},
+                    lambda r: r.get("runner_pid") not in (None, before["runner_pid"]),
+                    what="a new runner for everything", poll_s=0.005)
+    os.kill(controller.pid, signal.SIGSTOP)   # freeze the controller before it can probe the new process
+    try:
+        serving = real.wait_until(lambda: real.run_record("everything") or {},
+                                  lambda r: r.get("state") == "running", what="the new runner serving")
+        row = real.status()["everything"]
+    finally:
+        os.kill(controller.pid, signal.SIGCONT)
+
+    assert row["server_pid"] == serving["server_pid"] != before["server_pid"]
+    assert (row["phase"], row["ready"]) == ("Starting", False), row
+
+
 def test_a_restarted_controller_readopts_the_running_servers_without_duplicates(real) -> None:
     first = real.start_controller()
     real.wait_ready(*BUNDLED)
     records = {name: real.run_record(name) for name in BUNDLED}
 
     first.kill9()
-    since = real.events_count()
+    since, restarted_at = real.events_count(), time.time()
     real.start_controller()
     real.wait_event("controller.ready", since=since)
-    rows = real.wait_ready(*BUNDLED, what="both Ready under the new controller")
+    rows = real.wait_until(real.rows, lambda r: all(r[n]["ready"] and (r[n]["last_probe"] or {}).get("at", 0) >=
+                                                    restarted_at for n in BUNDLED),
+                           what="both Ready on probes of the new controller")
 
     assert {name: real.run_record(name) for name in BUNDLED} == records
     assert server_pids(rows) == {name: records[name]["server_pid"] for name in BUNDLED}
@@ -67,8 +91,7 @@ def test_a_restarted_controller_readopts_the_running_servers_without_duplicates(
 
     # the re-adopted runner is watched: its server's crash is noticed and repaired
     os.kill(records["time"]["server_pid"], signal.SIGKILL)
-    rows = real.wait_until(real.rows, lambda r: r["time"]["ready"] and r["time"]["restarts"] and
-                           r["time"]["server_pid"] not in (None, records["time"]["server_pid"]),
+    rows = real.wait_until(real.rows, lambda r: real.probed_ready(r, "time", not_pid=records["time"]["server_pid"]),
                            what="time restarted under the re-adopting controller")
     assert rows["time"]["restarts"] == 1
     assert rows["everything"]["server_pid"] == records["everything"]["server_pid"]
@@ -84,14 +107,15 @@ def test_a_manifest_edit_restarts_only_its_server_and_a_broken_manifest_changes_
 
     edited_at = time.monotonic()
     real.write_text("time.yaml", yaml.safe_dump(edited, sort_keys=False))
-    rows = real.wait_until(real.rows, lambda r: r["time"]["ready"] and
-                           r["time"]["server_pid"] not in (None, pids["time"]), what="time restarted for its new env")
+    rows = real.wait_until(real.rows, lambda r: real.probed_ready(r, "time", not_pid=pids["time"]),
+                           what="time restarted for its new env and probed")
     print(f"\nmanifest-edit-to-ready (mcp-server-time, env change): {(time.monotonic() - edited_at) * 1000:.0f} ms")
 
     assert rows["everything"]["server_pid"] == pids["everything"]
     assert real.run_record("everything") == everything_record
     pids = server_pids(rows)
     restarts = {name: rows[name]["restarts"] for name in BUNDLED}
+    records = {name: real.run_record(name) for name in BUNDLED}
     since = real.events_count()
 
     real.write_text("time.yaml", "apiVersion: mcp-reconcile/v1\nkind: MCPServer\nmetadata: {name: time\n")
@@ -106,6 +130,6 @@ def test_a_manifest_edit_restarts_only_its_server_and_a_broken_manifest_changes_
 
     assert rejected[0]["file"].endswith("time.yaml"), rejected
     assert server_pids(rows) == pids
+    assert {name: real.run_record(name) for name in BUNDLED} == records
     assert {name: rows[name]["restarts"] for name in BUNDLED} == restarts
     assert real.events("action.started", since=since) == []
-    assert real.events("server.stopped", since=since) == []

@@ -24,9 +24,11 @@ SUM_SCHEMA = {"type": "object", "properties": {"result": {"type": "number"}}, "r
     pytest.param({"contains": "3"}, text("The sum of 1 and 2 is 3."), id="contains finds a substring of the text"),
     pytest.param({"contains": "42"}, text("", structured={"answer": 42}), id="contains also reads structured content"),
     pytest.param({"equals": "pong"}, text("pong"), id="a string equals the whole text"),
-    pytest.param({"equals": {"result": 3}}, text("{}", structured={"result": 3}), id="an object equals structured content"),
+    pytest.param({"equals": {"result": 3}}, text("{}", structured={"result": 3}),
+                 id="an object equals structured content"),
     pytest.param({"equals": [1, 2]}, text("[1, 2]"), id="an object equals text that parses as that JSON"),
-    pytest.param({"jsonschema": SUM_SCHEMA}, text("", structured={"result": 3}), id="jsonschema validates structured content"),
+    pytest.param({"jsonschema": SUM_SCHEMA}, text("", structured={"result": 3}),
+                 id="jsonschema validates structured content"),
     pytest.param({"isError": True}, text("no such tool", is_error=True), id="isError true wants an error result"),
     pytest.param({"isError": True, "contains": "no such"}, text("no such tool", is_error=True),
                  id="isError and contains together"),
@@ -71,7 +73,8 @@ def test_a_json_rpc_error_fails_unless_an_error_is_expected() -> None:
 
 
 def test_result_text_joins_text_items_and_skips_others() -> None:
-    result = {"content": [{"type": "text", "text": "a"}, {"type": "image", "data": "..."}, {"type": "text", "text": "b"}]}
+    result = {"content": [{"type": "text", "text": "a"}, {"type": "image", "data": "..."},
+                          {"type": "text", "text": "b"}]}
     assert result_text(result) == "a\nb"
     assert result_text({}) == ""
 

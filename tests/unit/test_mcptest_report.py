@@ -94,3 +94,19 @@ def test_the_table_shows_one_row_per_check_with_server_and_era_once() -> None:
     text = console.export_text()
     assert "everything (handshake 2025-06-18)" in text and "broken (stateless 2025-06-18)" in text
     assert text.count("check1") == 2 and "fail <&> message 1" in text
+
+
+def test_messages_with_brackets_are_shown_as_text_not_markup() -> None:
+    odd = ServerReport("s", None, None, (CheckResult("concurrency", Status.failed, "got ids [/] [bold]x[/bold]"),),
+                       passed=False)
+    console = Console(width=200, record=True, color_system=None)
+    console.print(render_table([odd]))
+    assert "got ids [/] [bold]x[/bold]" in console.export_text()
+
+
+def test_details_that_are_not_json_are_written_as_text(tmp_path: Path) -> None:
+    odd = ServerReport("s", None, None, (CheckResult("x", Status.passed, "ok", details={"path": tmp_path}),),
+                       passed=True)
+    write_json_report([odd], tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text())["servers"][0]["checks"][0]["details"] == {
+        "path": str(tmp_path)}

@@ -8,7 +8,7 @@ import anyio
 import httpx
 
 from mcp_reconcile.mcptest.model import AUTH, CheckResult, Status
-from mcp_reconcile.mcptest.sdk import Session, run_session
+from mcp_reconcile.mcptest.sdk import Session, describe_error, run_session
 from mcp_reconcile.protocol import cheap_request, endpoint_client
 
 WRONG_TOKEN = "mcptest-wrong-token"
@@ -55,7 +55,7 @@ async def check_auth(endpoint: str, token: str, *, timeout_s: float) -> CheckRes
         run = await run_session(endpoint_client(endpoint, token=token), connect_timeout_s=timeout_s, body=body)
         error = run.error
     except Exception as exc:  # the cheap request failed inside the session
-        error = f"{type(exc).__name__}: {exc}"
+        error = describe_error(exc, timeout_s=timeout_s)
     if not answered:
         problems.append(f"expected a working session with the token, got {error}")
     details = {"without_token": missing, "wrong_token": wrong, "with_token": bool(answered)}

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mcp_reconcile.mcptest.checks_raw import cheap_method, responses
+from mcp_reconcile.mcptest.checks_raw import advertises_tools, cheap_method, responses
 from mcp_reconcile.mcptest.model import ERROR_HANDLING, CheckResult, Status, worst
 from mcp_reconcile.mcptest.raw import RawChannel, ServerGone
 
@@ -106,19 +106,20 @@ class _Run:
         try:
             return await self.channel.request(method, params, timeout_s=self.timeout_s)
         except ServerGone as exc:
-            raise _Gone(await self.gone()) from exc
+            raise _Gone(f"expected an answer to {method}; got none: {await self.gone()}") from exc
         except TimeoutError as exc:
-            raise _Gone(f"no answer to {method} within {self.timeout_s:g} s") from exc
+            raise _Gone(f"expected an answer to {method} within {self.timeout_s:g} s; got none") from exc
 
     async def bad_line(self, name: str, line: bytes, what: str, code: int) -> Part:
         mark = len(self.channel.received)
+        expected = f"expected the server to stay alive after {what} and answer the next request"
         try:
             self.channel.send_line(line)
-            await self.ask(cheap_method(self.era))
-        except (_Gone, ServerGone) as exc:
-            reason = str(exc) if isinstance(exc, _Gone) else await self.gone()
-            raise _Gone(f"expected the server to stay alive after {what} and answer the next request; "
-                        f"got {reason}") from exc
+            await self.channel.request(cheap_method(self.era), timeout_s=self.timeout_s)
+        except ServerGone as exc:
+            raise _Gone(f"{expected}; got {await self.gone()}") from exc
+        except TimeoutError as exc:
+            raise _Gone(f"{expected}; got no answer within {self.timeout_s:g} s") from exc
         codes = bad_line_replies(self.channel.received[mark:])
         if code in codes:
             return Part(name, Status.passed, f"stayed alive and replied {code}")
@@ -138,9 +139,13 @@ class _Run:
         return Part(name, status, f"expected an isError result or -32602 for {what}, got {how}")
 
     async def unknown_tool(self) -> Part:
+        if not advertises_tools(self.channel):
+            return Part("unknown_tool", Status.skipped, "the server advertises no tools")
         return await self.tool_rejection("unknown_tool", f"unknown tool {UNKNOWN_TOOL!r}", UNKNOWN_TOOL, {})
 
     async def wrong_types(self) -> Part:
+        if not advertises_tools(self.channel):
+            return Part("wrong_argument_types", Status.skipped, "the server advertises no tools")
         listing = await self.ask("tools/list")
         picked = wrong_arguments(list((listing.get("result") or {}).get("tools") or []))
         if picked is None:

@@ -50,7 +50,7 @@ async def startup_failed(proc: ServerProcess, run: SessionRun, settings: Setting
     """Why no session came up; says whether the server exited or still runs without answering."""
     state = await proc.describe_exit()
     return CheckResult(STARTUP, Status.failed, f"expected an answer to server/discover or initialize within "
-                       f"{settings.startup_timeout_s:g} s of spawn; got {run.error} (the server is {state})",
+                       f"{settings.startup_timeout_s:g} s of spawn; got {run.error}; the server {state}",
                        elapsed_ms(proc.started_at), {"error": run.error, "server": state})
 
 
@@ -90,6 +90,7 @@ async def check_shutdown(proc: ServerProcess, *, timeout_s: float) -> CheckResul
     """
     started = time.monotonic()
     before = _descendants(proc.pid)
+    already = proc.returncode is not None
     proc.close_stdin()
     code = await proc.wait_exit(timeout_s)
     exit_ms = elapsed_ms(started)
@@ -110,8 +111,9 @@ async def check_shutdown(proc: ServerProcess, *, timeout_s: float) -> CheckResul
         return CheckResult(SHUTDOWN, Status.failed, f"expected no process left after the server exits; it exited "
                            f"with code {code} {exit_ms:.0f} ms after stdin closed but left {len(left)} behind: "
                            f"{names}", exit_ms, details)
-    return CheckResult(SHUTDOWN, Status.passed, f"exited with code {code} {exit_ms:.0f} ms after stdin closed "
-                       f"(limit {timeout_s:g} s); nothing left in its process group", exit_ms, details)
+    exited = (f"had already exited with code {code} before its stdin closed" if already else
+              f"exited with code {code} {exit_ms:.0f} ms after stdin closed (limit {timeout_s:g} s)")
+    return CheckResult(SHUTDOWN, Status.passed, f"{exited}; nothing left in its process group", exit_ms, details)
 
 
 async def check_restart(launch: LaunchSpec, settings: Settings, *, stderr_path: Path) -> CheckResult:

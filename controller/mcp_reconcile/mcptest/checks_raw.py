@@ -45,6 +45,7 @@ async def raw_session(proc: ServerProcess, *, era: str | None, protocol_version:
     if era == STATELESS:
         meta = {PROTOCOL_VERSION_META_KEY: protocol_version or LATEST_MODERN_VERSION,
                 CLIENT_INFO_META_KEY: CLIENT_INFO, CLIENT_CAPABILITIES_META_KEY: {}}
+    opening = "server/discover" if meta else "initialize"
     async with RawChannel(proc, meta=meta) as channel:
         try:
             if era == STATELESS:
@@ -53,10 +54,13 @@ async def raw_session(proc: ServerProcess, *, era: str | None, protocol_version:
                 answer = await channel.request("initialize", {
                     "protocolVersion": protocol_version or LATEST_HANDSHAKE_VERSION,
                     "capabilities": {}, "clientInfo": CLIENT_INFO}, timeout_s=timeout_s)
-        except (TimeoutError, ServerGone) as exc:
-            raise HandshakeError(f"{'server/discover' if meta else 'initialize'}: {exc}") from exc
+        except TimeoutError as exc:
+            raise HandshakeError(f"no answer to {opening} within {timeout_s:g} s; the server "
+                                 f"{await proc.describe_exit()}") from exc
+        except ServerGone as exc:
+            raise HandshakeError(f"no answer to {opening}; the server {await proc.describe_exit()}") from exc
         if "error" in answer:
-            raise HandshakeError(f"answered error {answer['error']}")
+            raise HandshakeError(f"error {answer['error']} in answer to {opening}")
         channel.opening = answer.get("result") if isinstance(answer.get("result"), dict) else {}
         if meta is None:
             channel.notify("notifications/initialized")

@@ -187,6 +187,6 @@ async def check_call(client: Client, index: int, call: ContractCall, settings: S
                        elapsed_ms(started), details)
 
 
-def _expect_summary(expect: dict[str, Any] | Any) -> str:
+def _expect_summary(expect: Mapping[str, Any]) -> str:
     parts = [f"{key}={value!r}" if key != "jsonschema" else "jsonschema" for key, value in expect.items()]
     return ", ".join(parts) or "isError=False"

@@ -103,12 +103,15 @@ class ServerProcess:
         return self.exit_description()
 
     def exit_description(self) -> str:
-        """'exited with code 1' / 'killed by SIGKILL' / 'still running', plus the stderr tail."""
+        """'exited with code 1' / 'was killed by SIGKILL' / 'is still running', plus the stderr tail.
+
+        Reads after "the server": "the server exited with code 2; stderr: '...'".
+        """
         code = self.returncode
         if code is None:
-            what = "still running"
+            what = "is still running"
         elif code < 0:
-            what = f"killed by {signal.Signals(-code).name}"
+            what = f"was killed by {signal.Signals(-code).name}"
         else:
             what = f"exited with code {code}"
         tail = self.stderr_tail()

@@ -5,6 +5,7 @@ Renders only: the checks decided everything already.
 
 from __future__ import annotations
 
+import json
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from mcp_reconcile.mcptest.model import CheckResult, ServerReport, Status
 from mcp_reconcile.store import write_json_atomic
@@ -21,8 +23,9 @@ _STYLE = {Status.passed: "green", Status.failed: "bold red", Status.warned: "yel
 
 
 def check_to_dict(check: CheckResult) -> dict[str, Any]:
+    details = json.loads(json.dumps(dict(check.details), default=str))  # whatever a check kept, as JSON
     return {"name": check.name, "status": check.status.value, "message": check.message,
-            "duration_ms": round(check.duration_ms, 3), "details": dict(check.details)}
+            "duration_ms": round(check.duration_ms, 3), "details": details}
 
 
 def counts(checks: Sequence[CheckResult]) -> dict[str, int]:
@@ -108,9 +111,9 @@ def render_table(reports: Sequence[ServerReport]) -> Table:
     for report in reports:
         era = f" ({report.era} {report.protocol_version})" if report.era else ""
         for index, check in enumerate(report.checks):
-            table.add_row(report.server + era if index == 0 else "", check.name,
-                          f"[{_STYLE[check.status]}]{check.status.value}[/]", f"{check.duration_ms:.0f} ms",
-                          check.message)
+            table.add_row(Text(report.server + era if index == 0 else ""), Text(check.name),
+                          Text(check.status.value, style=_STYLE[check.status]), f"{check.duration_ms:.0f} ms",
+                          Text(check.message))  # Text: messages quote ids like [1, 2], not markup
     return table
 
 

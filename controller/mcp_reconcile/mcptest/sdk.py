@@ -160,5 +160,5 @@ def stdio_client(proc: ServerProcess, *, mode: str = "auto", recorder: Recorder 
 def describe_error(exc: BaseException, *, timeout_s: float | None = None) -> str:
     """One line saying what came back instead of an answer (for 'expected X, got Y' messages)."""
     if isinstance(exc, ServerGone):
-        return f"the server closed its stdout ({exc})"
+        return f"the server closed its stdout: it {exc}"
     return protocol.describe_error(exc, timeout_s=timeout_s)

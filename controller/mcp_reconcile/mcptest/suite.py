@@ -163,7 +163,7 @@ class _Suite:
                                                             timeout_s=settings.request_timeout_s))
             except HandshakeError as exc:
                 self.add(CheckResult(name, Status.failed, f"expected the server to open a session over raw "
-                                     f"stdio; got {exc} (the server is {await proc.describe_exit()})"))
+                                     f"stdio; got {exc}"))
             finally:
                 await proc.stop(settings.shutdown_timeout_s)
 
