@@ -25,6 +25,7 @@ class Memory:
     backoff_delay_s: float = 0.0
     tested_ok: bool | None = None           # gate result for the running generation (None: not tested)
     test_message: str = ""
+    stopped: bool = False                   # stopped on purpose (stop-all) until the next start
 
 
 def _cond(type_: str, ok: bool | None, reason: str, message: str = "") -> Condition:
@@ -54,6 +55,8 @@ def evaluate(spec: ServerSpec | None, obs: ObservedServer, mem: Memory) -> tuple
     desired = spec.desired_state if spec else DesiredState.absent
     if mem.failed_reason:
         return Phase.Failed, conds, mem.failed_reason
+    if mem.stopped and not obs.running:
+        return Phase.Stopped, conds, "stopped by stop-all (the next apply or run starts it again)"
     if desired is not DesiredState.running:
         return (Phase.Stopped, conds, f"desiredState {desired.value}") if not obs.running else \
             (Phase.Running, conds, "stopping")

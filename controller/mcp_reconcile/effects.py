@@ -73,9 +73,18 @@ class HostEffects:
                            runtime_digests={k: v for k, v in spec.digests.items()
                                             if any(k == f or k.startswith(f + ".") for f in RUNTIME_FIELDS)},
                            stop_timeout_s=spec.stop_timeout_s, tested_generation=None, test_passed=None,
-                           healthy=None, consecutive_probe_failures=0)
+                           healthy=None, consecutive_probe_failures=0, stopped=False)
+        self.ledger.save()  # status must not show the old process's health for the new one
         timeout = float(spec.tests.raw.get("startupTimeoutSeconds", DEFAULT_STARTUP_TIMEOUT_S))
-        run = await self.wait_until_serving(spec.name, child, timeout_s=timeout)
+        try:
+            run = await self.wait_until_serving(spec.name, child, timeout_s=timeout)
+        except TransientError:
+            # the failed start is the failure: clear its exit record so it is not counted again as a crash
+            child.poll()
+            self.children.pop(spec.name, None)
+            self.reap_leftovers(spec.name)
+            self.state.remove_run(spec.name)
+            raise
         return f"serving at {run.get('endpoint')} ({run.get('era')} era, pid {run.get('server_pid')})"
 
     async def wait_until_serving(self, name: str, child: subprocess.Popen[bytes], *, timeout_s: float) -> RunRecord:

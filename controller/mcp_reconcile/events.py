@@ -148,4 +148,9 @@ def configure_silent() -> None:
 
 
 def get_logger(**context: Any) -> Any:
-    return structlog.get_logger("mcp_reconcile").bind(**context)
+    """A logger that follows the configuration in force when it logs, not when it was made.
+
+    (Binding structlog's lazy proxy fixes the processors of that moment: module-level loggers must not.)
+    """
+    logger = structlog.get_logger("mcp_reconcile")
+    return logger.new(**context) if context else logger

@@ -149,7 +149,7 @@ async def _stop_all(state: StateDir) -> int:
             _say(f"  FAILED stop {name}: {result}")
             code = render.EXIT_ERROR
         else:
-            ledger.update(name, phase="Stopped", message="stopped by stop-all", healthy=None)
+            ledger.update(name, phase="Stopped", message="stopped by stop-all", healthy=None, stopped=True)
             events.get_logger().info("server.stopped", server=name, reason="stop-all")
             _say(f"  ok     stop {name}: {result}")
     ledger.save()

@@ -287,11 +287,15 @@ def ready_since(entry: Mapping[str, Any]) -> float | None:
 
 
 def serving(state: Path, name: str) -> dict[str, Any] | None:
-    """The run record when the runner serves and the server is Ready, else None."""
+    """The run record when the runner serves and its server turned Ready after that runner started.
+
+    (A Ready condition from before, e.g. left in state.json by an earlier controller, does not count.)
+    """
     run = run_record(state, name)
-    if run.get("state") == "running" and run.get("server_pid") and ready_since(ledger_entry(state, name)):
-        return run
-    return None
+    if run.get("state") != "running" or not run.get("server_pid"):
+        return None
+    ready_at = ready_since(ledger_entry(state, name))
+    return run if ready_at is not None and ready_at >= float(run.get("started_at") or 0.0) else None
 
 
 def wait_until(check: Callable[[], T | None], *, timeout_s: float, what: str, interval_s: float = POLL_S) -> T:

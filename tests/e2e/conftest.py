@@ -268,6 +268,13 @@ class Harness:
         if record.get("runner_pid"):
             self.sids.add(int(record["runner_pid"]))   # runners lead a session of their own
 
+    def health_report(self) -> dict[str, Any]:
+        """reports/health_report.json by server (the running controller refreshes it every few seconds)."""
+        try:
+            return json.loads((self.state_dir / "reports" / "health_report.json").read_text())["servers"]
+        except (FileNotFoundError, ValueError, KeyError):
+            return {}
+
     def install_record(self, name: str) -> dict[str, Any]:
         return json.loads((self.state_dir / "installs" / name / "install.json").read_text())
 

@@ -139,8 +139,6 @@ def test_an_invalid_manifest_fails_apply_and_leaves_the_other_servers_applied(lo
     assert local.events("manifest.rejected")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: action.* and server.phase_changed events never reach events.jsonl: "
-                   "apply.py, effects.py and readiness.py bind their module-level loggers before events.configure")
 def test_every_applied_action_and_phase_change_is_an_audit_event(local) -> None:
     local.write_manifest("alpha", {"source": {"path": str(local.fault_server("well_behaved.py"))}})
 
@@ -154,8 +152,6 @@ def test_every_applied_action_and_phase_change_is_an_audit_event(local) -> None:
     assert local.events("probe.succeeded", server="alpha")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: after stop-all, status recomputes the phase from the manifests "
-                   "(Pending, 'not running') and ignores the Stopped phase stop-all recorded")
 def test_status_after_stop_all_shows_the_servers_stopped(local) -> None:
     local.write_manifest("alpha", {"source": {"path": str(local.fault_server("well_behaved.py"))}})
     local.cli("apply")

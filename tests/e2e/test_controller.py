@@ -44,8 +44,6 @@ def test_a_killed_server_is_restarted_and_ready_again(real) -> None:
     assert [e["server"] for e in restarting] == ["everything"], restarting
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: status shows a restarted server Ready before its new process was "
-                   "ever probed: state.json keeps the old process's healthy=True until the controller's pass ends")
 def test_a_restarted_server_is_not_ready_before_its_new_process_is_probed(real) -> None:
     controller = real.start_controller()
     real.wait_ready(*BUNDLED)
@@ -76,9 +74,10 @@ def test_a_restarted_controller_readopts_the_running_servers_without_duplicates(
     since, restarted_at = real.events_count(), time.time()
     real.start_controller()
     real.wait_event("controller.ready", since=since)
-    rows = real.wait_until(real.rows, lambda r: all(r[n]["ready"] and (r[n]["last_probe"] or {}).get("at", 0) >=
-                                                    restarted_at for n in BUNDLED),
-                           what="both Ready on probes of the new controller")
+    real.wait_until(real.health_report, lambda report: all(
+        ((report.get(n) or {}).get("last_probe") or {}).get("at", 0) >= restarted_at and report[n]["last_probe"]["ok"]
+        for n in BUNDLED), what="both probed OK by the new controller (reports/health_report.json)")
+    rows = real.wait_ready(*BUNDLED)
 
     assert {name: real.run_record(name) for name in BUNDLED} == records
     assert server_pids(rows) == {name: records[name]["server_pid"] for name in BUNDLED}

@@ -160,6 +160,8 @@ class Controller:
             for o in outcomes:
                 if o.action.kind is ActionKind.restart and o.action.reason.startswith("unhealthy"):
                     self._count_restart(name, o.action.reason)
+                elif o.action.kind is ActionKind.start and self.backoff.get(name, BackoffState()).failures:
+                    self._count_restart(name, o.action.reason)  # a start after a crash or a failed start
                 if not o.ok and o.action.kind in (ActionKind.start, ActionKind.restart):
                     self._failed(name, o.error or "start failed")
                 elif not o.ok and not o.skipped:
@@ -177,7 +179,6 @@ class Controller:
         self.state.remove_run(name)
         spec = self.desired.get(name)
         if spec and spec.desired_state is DesiredState.running:
-            self._count_restart(name, reason)
             self._failed(name, f"server exited ({reason})")
         self.ledger.update(name, last_exit={"code": obs.last_exit_code, "reason": reason, "at": time.time()},
                            healthy=None, consecutive_probe_failures=0)
@@ -272,6 +273,7 @@ class Controller:
                                                                "restarts", "backoff_delay_s")}
                    for n in self.ledger.names()}
         write_health_report(self.state, servers)
+        self.ledger.save()  # last_probe in `status` is at most REPORT_INTERVAL_S old
         self.notifier.status(self.summary())
 
     async def run(self) -> int:
