@@ -14,7 +14,6 @@ import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -24,9 +23,7 @@ from mcp.client.streamable_http import streamable_http_client
 from pydantic import ValidationError
 
 from mcp_reconcile.errors import ProbeError
-
-HANDSHAKE = "handshake"
-STATELESS = "stateless"
+from mcp_reconcile.probe import HANDSHAKE, STATELESS, ProbeResult
 
 # Connect/write bound of the HTTP client; reads stay long for server-sent event streams (SDK defaults).
 HTTP_TIMEOUT_S = 30.0
@@ -37,17 +34,6 @@ PROBE_GRACE_S = 1.0
 CLOSE_TIMEOUT_S = 5.0
 # A listing longer than this many pages is a server that never ends its cursor chain.
 MAX_LIST_PAGES = 100
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """One health probe: `era` is "handshake" or "stateless" once a session was ever opened."""
-
-    ok: bool
-    latency_ms: float | None
-    era: str | None
-    protocol_version: str | None
-    error: str | None
 
 
 def describe_error(exc: BaseException, *, timeout_s: float | None = None) -> str:

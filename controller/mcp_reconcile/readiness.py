@@ -10,11 +10,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
+
 from mcp_reconcile import conditions
 from mcp_reconcile.events import get_logger
 from mcp_reconcile.ledger import Ledger
 from mcp_reconcile.model import ObservedServer, ServerSpec
 from mcp_reconcile.observe import observe
+from mcp_reconcile.probe import LeanProbe, new_client
 from mcp_reconcile.reports import write_health_report
 from mcp_reconcile.store import StateDir
 
@@ -46,10 +49,8 @@ def record_status(ledger: Ledger, spec: ServerSpec | None, obs: ObservedServer, 
     return ledger.update(obs.name, phase=phase.value, message=message, conditions=cond_docs)
 
 
-async def probe_endpoint(endpoint: str, timeout_s: float) -> dict[str, Any]:
-    from mcp_reconcile.protocol import ProbeSession
-
-    session = ProbeSession(endpoint)
+async def probe_endpoint(endpoint: str, timeout_s: float, client: httpx.AsyncClient) -> dict[str, Any]:
+    session = LeanProbe(endpoint, client)
     try:
         result = await session.probe(timeout_s)
     finally:
@@ -64,8 +65,9 @@ async def refresh_status(state: StateDir, ledger: Ledger, specs: Mapping[str, Se
     if probe:
         running = [o for o in observed.servers.values() if o.running and o.endpoint]
         timeouts = [specs[o.name].health.timeout_s if o.name in specs else 5.0 for o in running]
-        results = await asyncio.gather(*(probe_endpoint(o.endpoint or "", t) for o, t in zip(running, timeouts,
-                                                                                             strict=True)))
+        async with new_client() as client:
+            results = await asyncio.gather(*(probe_endpoint(o.endpoint or "", t, client)
+                                             for o, t in zip(running, timeouts, strict=True)))
         for o, r in zip(running, results, strict=True):
             failures = 0 if r["ok"] else int(ledger.get(o.name).get("consecutive_probe_failures", 0)) + 1
             ledger.update(o.name, healthy=r["ok"], last_probe=r, consecutive_probe_failures=failures)
