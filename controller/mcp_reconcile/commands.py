@@ -10,6 +10,7 @@ from mcp_reconcile import render
 from mcp_reconcile.cli import Options
 from mcp_reconcile.desired import load_desired
 from mcp_reconcile.errors import McpReconcileError
+from mcp_reconcile.ledger import Ledger
 from mcp_reconcile.manifest import load_manifests
 from mcp_reconcile.observe import observe
 from mcp_reconcile.plan import plan
@@ -40,9 +41,10 @@ def cmd_validate(opts: Options) -> int:
 
 def cmd_plan(opts: Options) -> int:
     state = StateDir(opts.state_dir)
-    desired = load_desired(opts.manifest_paths(), state, create_key=False)
+    ledger = Ledger(state)
+    desired = load_desired(opts.manifest_paths(), state, create_key=False, ledger=ledger)
     specs = desired.load.by_name
-    observed = observe(state, specs)
+    observed = observe(state, specs, ledger=ledger)
     the_plan = plan(specs, observed, now=time.monotonic(), protected=desired.protected)
     if opts.output == "json":
         print(render.plan_json(the_plan, desired.load.problems))

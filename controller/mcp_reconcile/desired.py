@@ -25,9 +25,9 @@ def generation_key(state: StateDir, *, create: bool) -> bytes:
     return os.urandom(32)
 
 
-def load_desired(paths: list[str], state: StateDir, *, create_key: bool) -> Desired:
+def load_desired(paths: list[str], state: StateDir, *, create_key: bool, ledger: Ledger | None = None) -> Desired:
     load = load_manifests(paths, key=generation_key(state, create=create_key))
-    ledger = Ledger(state)
+    ledger = ledger if ledger is not None else Ledger(state)
     known_files = {name: ledger.get(name).get("file") for name in ledger.names()}
     protected = set(load.blocked)
     protected.update(name for name, file in known_files.items() if file in load.broken_files)

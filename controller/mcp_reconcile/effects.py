@@ -8,10 +8,10 @@ stop (it closes stdin, SIGTERMs and SIGKILLs the server's group), then reaps wha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -28,8 +28,6 @@ log = get_logger()
 # How long a runner may take from spawn to serving when the manifest sets no tests.startupTimeoutSeconds
 # (npx-free installs start in well under a second; a cold Python venv can take a few).
 DEFAULT_STARTUP_TIMEOUT_S = 60.0
-# How often the start waits re-read the run record; the runner writes it once when serving.
-RECORD_POLL_S = 0.02
 # Extra time a runner gets beyond the server's own stop timeout (two bounded waits inside the runner).
 RUNNER_STOP_SLACK_S = 5.0
 # Bound on reaping a leftover process group after its runner died.
@@ -61,12 +59,16 @@ class HostEffects:
         launch = install.launch_spec(spec, record, self.base_env)
         self.reap_leftovers(spec.name)
         self.state.remove_run(spec.name)
+        ready_r, ready_w = os.pipe()
         argv = [sys.executable, "-m", "mcp_reconcile.runner", "--state-dir", str(self.state.root),
                 "--name", spec.name, "--generation", spec.runtime_generation,
-                "--stop-timeout", str(spec.stop_timeout_s), "--", *launch.argv]
+                "--stop-timeout", str(spec.stop_timeout_s), "--ready-fd", str(ready_w), "--", *launch.argv]
         self.state.ensure()
-        child = proc.spawn_runner(argv, dict(launch.env), cwd=launch.cwd,
-                                  log_path=self.state.root / "logs" / f"{spec.name}.runner.log")
+        try:
+            child = proc.spawn_runner(argv, dict(launch.env), cwd=launch.cwd, pass_fds=(ready_w,),
+                                      log_path=self.state.root / "logs" / f"{spec.name}.runner.log")
+        finally:
+            os.close(ready_w)
         self.children[spec.name] = child
         self.ledger.update(spec.name, file=spec.origin.file, generation=spec.generation,
                            runtime_generation=spec.runtime_generation,
@@ -77,7 +79,7 @@ class HostEffects:
         self.ledger.save()  # status must not show the old process's health for the new one
         timeout = float(spec.tests.raw.get("startupTimeoutSeconds", DEFAULT_STARTUP_TIMEOUT_S))
         try:
-            run = await self.wait_until_serving(spec.name, child, timeout_s=timeout)
+            run = await self.wait_until_serving(spec.name, child, ready_r, timeout_s=timeout)
         except TransientError:
             # the failed start is the failure: clear its exit record so it is not counted again as a crash
             child.poll()
@@ -87,23 +89,30 @@ class HostEffects:
             raise
         return f"serving at {run.get('endpoint')} ({run.get('era')} era, pid {run.get('server_pid')})"
 
-    async def wait_until_serving(self, name: str, child: subprocess.Popen[bytes], *, timeout_s: float) -> RunRecord:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            run = self.state.read_run(name) or {}
-            if run.get("state") == "running" and run.get("endpoint"):
-                return run
-            exited = run.get("state") == "exited" or child.poll() is not None
-            if exited:
-                child.poll()
-                exit_info = run.get("exit") or {}
-                raise TransientError(name, "start", f"server exited during startup (code {exit_info.get('code')}, "
-                                     f"signal {exit_info.get('signal')}){self._last_log_line(name)}")
-            if time.monotonic() > deadline:
-                await asyncio.to_thread(proc.stop_runner, child, timeout_s=RUNNER_STOP_SLACK_S)
-                raise TransientError(name, "start", f"not serving within {timeout_s:.0f}s (startup timeout)"
-                                     f"{self._last_log_line(name)}")
-            await asyncio.sleep(RECORD_POLL_S)
+    async def wait_until_serving(self, name: str, child: subprocess.Popen[bytes], ready_fd: int, *,
+                                 timeout_s: float) -> RunRecord:
+        """Wait for the runner's ready byte (or EOF: it died) on `ready_fd`, then read its record. Closes the fd."""
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(ready_fd, lambda: woken.done() or woken.set_result(None))
+        try:
+            await asyncio.wait_for(woken, timeout_s)
+        except TimeoutError:
+            await asyncio.to_thread(proc.stop_runner, child, timeout_s=RUNNER_STOP_SLACK_S)
+            raise TransientError(name, "start", f"not serving within {timeout_s:g}s (startup timeout)"
+                                 f"{self._last_log_line(name)}") from None
+        finally:
+            loop.remove_reader(ready_fd)
+            os.close(ready_fd)
+        run = self.state.read_run(name) or {}
+        if run.get("state") == "running" and run.get("endpoint"):
+            return run
+        with contextlib.suppress(subprocess.TimeoutExpired):   # EOF without "running": the runner is leaving
+            await asyncio.to_thread(child.wait, RUNNER_STOP_SLACK_S)
+        run = self.state.read_run(name) or {}
+        exit_info = run.get("exit") or {}
+        raise TransientError(name, "start", f"server exited during startup (code {exit_info.get('code')}, "
+                             f"signal {exit_info.get('signal')}){self._last_log_line(name)}")
 
     def _last_log_line(self, name: str) -> str:
         try:

@@ -82,7 +82,7 @@ def check_prerequisites(specs: dict, *, force: bool) -> tuple[set[str], list[str
 
 async def _apply(opts: Options, state: StateDir) -> int:
     ledger = Ledger(state)
-    desired = load_desired(opts.manifest_paths(), state, create_key=True)
+    desired = load_desired(opts.manifest_paths(), state, create_key=True, ledger=ledger)
     events.configure(state.events_file, secrets=desired.load.secret_values(), stderr=None)
     log = events.get_logger()
     for p in desired.load.problems:

@@ -326,7 +326,7 @@ def is_same_process(pid: int, create_time: float, cmdline: Sequence[str]) -> boo
 # --- runners: spawn, watch, stop; leftover groups -----------------------------------------------------------
 
 def spawn_runner(argv: Sequence[str], env: Mapping[str, str], *, log_path: str | os.PathLike[str],
-                 cwd: str | os.PathLike[str] | None = None) -> subprocess.Popen[bytes]:
+                 cwd: str | os.PathLike[str] | None = None, pass_fds: Sequence[int] = ()) -> subprocess.Popen[bytes]:
     """Start a runner in a session of its own (it outlives the controller), output to its own log.
 
     The runner passes `env` (minus its --token-env variable) and `cwd` on to the server.
@@ -335,7 +335,8 @@ def spawn_runner(argv: Sequence[str], env: Mapping[str, str], *, log_path: str |
     log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         return subprocess.Popen(list(argv), env=dict(env), stdin=subprocess.DEVNULL, stdout=log_fd,
-                                stderr=log_fd, start_new_session=True, close_fds=True, cwd=cwd)
+                                stderr=log_fd, start_new_session=True, close_fds=True, cwd=cwd,
+                                pass_fds=tuple(pass_fds))
     finally:
         os.close(log_fd)
 

@@ -23,6 +23,7 @@ if __name__ == "__main__" and "asyncio" not in sys.modules:
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -79,6 +80,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="name of the env var holding the endpoint's bearer token")
     parser.add_argument("--log-max-bytes", type=int, default=proc.DEFAULT_LOG_MAX_BYTES)
     parser.add_argument("--log-backups", type=int, default=proc.DEFAULT_LOG_BACKUPS)
+    parser.add_argument("--ready-fd", type=int, default=None,
+                        help="write one byte here and close it once serving (the spawner waits on it, no polling)")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.command[:1] == ["--"]:
@@ -138,6 +141,15 @@ class Runner:
         self.record.update(changes)  # type: ignore[typeddict-item]
         self.state.write_run(self.record)
 
+    def _signal_ready(self) -> None:
+        """Tell the spawner the record says running; the fd closes either way (EOF also wakes it)."""
+        fd, self.args.ready_fd = self.args.ready_fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(fd, b"1")
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
     def _record_exit(self, returncode: int | None) -> None:
         code, sig = proc.exit_status(returncode) if returncode is not None else (None, None)
         self._write(state="exited", exit={"code": code, "signal": sig, "at": time.time()})
@@ -184,6 +196,7 @@ class Runner:
         endpoint = f"http://127.0.0.1:{port}/mcp"
         self._write(state="running", endpoint=endpoint, port=port, era=era.name,
                     protocol_version=era.protocol_version)
+        self._signal_ready()
         _say(f"serving {endpoint} ({era.name} era, {era.protocol_version}), server pid {server.pid}")
         await _first_of(server.exited, self.stop_requested.wait())
         gateway.close()

@@ -70,7 +70,7 @@ class Controller:
 
         Returns the names whose desired state changed (new, changed, removed).
         """
-        desired = load_desired(self.opts.manifest_paths(), self.state, create_key=True)
+        desired = load_desired(self.opts.manifest_paths(), self.state, create_key=True, ledger=self.ledger)
         events.REDACTOR.add(desired.load.secret_values())
         for p in desired.load.problems:
             self.log.error("manifest.rejected", file=p.file, document=p.doc_index, path=p.json_path,
