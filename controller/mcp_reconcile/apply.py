@@ -111,6 +111,12 @@ async def _run_action(action: Action, desired: Mapping[str, ServerSpec], effects
         bound.error("action.failed", reason=action.reason, outcome="failed", error=str(exc),
                     error_type=type(exc).__name__, duration_ms=round(duration * 1000, 1))
         return Outcome(action, False, error=str(exc), duration_s=duration)
+    except Exception as exc:  # a bug or an unforeseen OS error fails this action, never the whole apply
+        duration = time.monotonic() - started
+        bound.exception("action.failed", reason=action.reason, outcome="failed", error=str(exc),
+                        error_type=type(exc).__name__, duration_ms=round(duration * 1000, 1))
+        return Outcome(action, False, error=f"{action.server}: {action.kind.value} failed: "
+                                            f"{type(exc).__name__}: {exc}", duration_s=duration)
     duration = time.monotonic() - started
     bound.info("action.applied", reason=action.reason, outcome="ok", detail=detail,
                duration_ms=round(duration * 1000, 1))

@@ -75,7 +75,7 @@ def _apply_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     parser.add_argument("--detailed-exitcode", action="store_true", default=s,
                         help="with plan: exit 0 no changes, 2 changes, 1 error")
     parser.add_argument("--force", action="store_true", default=s,
-                        help="continue past failed prerequisites and tests; reinstall")
+                        help="continue past failed prerequisites and gate tests")
     parser.add_argument("--sequential", action="store_true", default=s, help="install one server at a time")
     parser.add_argument("--skip-prerequisites", action="store_true", default=s)
     parser.add_argument("--max-parallel-installs", type=int, default=d, metavar="N")
@@ -151,7 +151,7 @@ def parse(argv: Sequence[str]) -> Options:
     opts = Options(**{k: v for k, v in values.items() if k in Options.__dataclass_fields__ and k != "all"})
     opts.command = values.get("command") or "apply"
     opts.state_dir = values.get("state_dir") or os.environ.get("MCP_RECONCILE_STATE_DIR") or DEFAULT_STATE_DIR
-    if opts.command == "apply" and opts.dry_run:
+    if opts.command in ("apply", "run") and opts.dry_run:
         opts.command = "plan"
     if values.get("all"):
         opts.test_after = opts.monitor = True

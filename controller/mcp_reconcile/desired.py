@@ -26,9 +26,16 @@ def generation_key(state: StateDir, *, create: bool) -> bytes:
 
 
 def load_desired(paths: list[str], state: StateDir, *, create_key: bool, ledger: Ledger | None = None) -> Desired:
+    """Manifests, plus the names that must be left alone: servers of broken files, and every known
+    server when a manifest path is missing (a typo or the wrong directory says nothing about intent)."""
     load = load_manifests(paths, key=generation_key(state, create=create_key))
     ledger = ledger if ledger is not None else Ledger(state)
-    known_files = {name: ledger.get(name).get("file") for name in ledger.names()}
+    for name, file in load.files.items():   # remember every declaring file, not only of started servers
+        ledger.update(name, file=os.path.abspath(file))
+    undeclared = (set(ledger.names()) | state.known_servers()) - set(load.files)
     protected = set(load.blocked)
-    protected.update(name for name, file in known_files.items() if file in load.broken_files)
+    if any(not os.path.exists(p) for p in paths):
+        protected |= undeclared
+    broken = {os.path.abspath(f) for f in load.broken_files}
+    protected.update(name for name in undeclared if ledger.get(name).get("file") in broken)
     return Desired(load, protected)

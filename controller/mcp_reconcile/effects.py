@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from mcp_reconcile import install, proc
 from mcp_reconcile.errors import PermanentError, TransientError
-from mcp_reconcile.events import get_logger
+from mcp_reconcile.events import REDACTOR, get_logger
 from mcp_reconcile.ledger import Ledger
 from mcp_reconcile.model import RUNTIME_FIELDS, ServerSpec
 from mcp_reconcile.observe import runner_liveness
@@ -30,6 +30,10 @@ log = get_logger()
 DEFAULT_STARTUP_TIMEOUT_S = 60.0
 # Extra time a runner gets beyond the server's own stop timeout (two bounded waits inside the runner).
 RUNNER_STOP_SLACK_S = 5.0
+# Variables every server inherits even when a manifest references them as ${VAR} (they are no secret,
+# and npm, node and Python need them); any other referenced variable reaches only the servers that ask for it.
+ALWAYS_INHERITED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+                              "SHELL", "TERM"})
 # Bound on reaping a leftover process group after its runner died.
 LEFTOVER_KILL_TIMEOUT_S = 5.0
 
@@ -39,11 +43,19 @@ class HostEffects:
     state: StateDir
     ledger: Ledger
     base_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-    force: bool = False
+    check_prerequisites: bool = True      # False with --skip-prerequisites or --force
+    withheld_env: set[str] = field(default_factory=set)   # ${VAR}s of any manifest: no server inherits them
+    install_slots: asyncio.Semaphore | None = None   # bounds parallel installs when passes run concurrently
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
+    def inherited_env(self) -> dict[str, str]:
+        """The controller's environment minus every manifest's ${VAR}s (secrets of other servers)."""
+        return {k: v for k, v in self.base_env.items() if k not in self.withheld_env or k in ALWAYS_INHERITED}
+
     async def install(self, spec: ServerSpec) -> str:
-        record, changed = await install.ensure_installed(spec, self.state, force=self.force)
+        async with self.install_slots or contextlib.nullcontext():
+            record, changed = await install.ensure_installed(spec, self.state,
+                                                             prerequisites=self.check_prerequisites)
         version = record.get("resolved_version", "?")
         return f"installed {version}" if changed else f"already installed {version}"
 
@@ -56,17 +68,23 @@ class HostEffects:
         record = self.state.read_install(spec.name)
         if not record:
             raise PermanentError(spec.name, "start", "not installed")
-        launch = install.launch_spec(spec, record, self.base_env)
-        self.reap_leftovers(spec.name)
+        launch = install.launch_spec(spec, record, self.inherited_env())  # + the server's own env
+        await asyncio.to_thread(self.reap_leftovers, spec.name)
         self.state.remove_run(spec.name)
         ready_r, ready_w = os.pipe()
+        timeout = float(spec.tests.raw.get("startupTimeoutSeconds", DEFAULT_STARTUP_TIMEOUT_S))
         argv = [sys.executable, "-m", "mcp_reconcile.runner", "--state-dir", str(self.state.root),
                 "--name", spec.name, "--generation", spec.runtime_generation,
-                "--stop-timeout", str(spec.stop_timeout_s), "--ready-fd", str(ready_w), "--", *launch.argv]
+                "--stop-timeout", str(spec.stop_timeout_s), "--startup-timeout", str(timeout),
+                "--ready-fd", str(ready_w), "--", *launch.argv]
         self.state.ensure()
         try:
             child = proc.spawn_runner(argv, dict(launch.env), cwd=launch.cwd, pass_fds=(ready_w,),
                                       log_path=self.state.root / "logs" / f"{spec.name}.runner.log")
+        except OSError as exc:
+            os.close(ready_r)
+            where = f" in {launch.cwd}" if launch.cwd else ""
+            raise PermanentError(spec.name, "start", f"cannot start the runner{where}: {exc.strerror or exc}") from None
         finally:
             os.close(ready_w)
         self.children[spec.name] = child
@@ -75,16 +93,15 @@ class HostEffects:
                            runtime_digests={k: v for k, v in spec.digests.items()
                                             if any(k == f or k.startswith(f + ".") for f in RUNTIME_FIELDS)},
                            stop_timeout_s=spec.stop_timeout_s, tested_generation=None, test_passed=None,
-                           healthy=None, consecutive_probe_failures=0, stopped=False)
+                           healthy=None, consecutive_probe_failures=0, stopped=False, last_exit=None)
         self.ledger.save()  # status must not show the old process's health for the new one
-        timeout = float(spec.tests.raw.get("startupTimeoutSeconds", DEFAULT_STARTUP_TIMEOUT_S))
         try:
-            run = await self.wait_until_serving(spec.name, child, ready_r, timeout_s=timeout)
+            run = await self.wait_until_serving(spec.name, child, ready_r, timeout_s=timeout + RUNNER_STOP_SLACK_S)
         except TransientError:
             # the failed start is the failure: clear its exit record so it is not counted again as a crash
             child.poll()
             self.children.pop(spec.name, None)
-            self.reap_leftovers(spec.name)
+            await asyncio.to_thread(self.reap_leftovers, spec.name)
             self.state.remove_run(spec.name)
             raise
         return f"serving at {run.get('endpoint')} ({run.get('era')} era, pid {run.get('server_pid')})"
@@ -121,7 +138,7 @@ class HostEffects:
                 lines = [ln for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
         except OSError:
             return ""
-        return f"; last log line: {lines[-1][:300]}" if lines else ""
+        return f"; last log line: {REDACTOR.scrub(lines[-1][:300])}" if lines else ""
 
     async def stop(self, name: str) -> str:
         run = self.state.read_run(name)
@@ -135,7 +152,7 @@ class HostEffects:
             detail = "stopped"
         if child is not None and child.poll() is None:
             await asyncio.to_thread(proc.stop_runner, child, timeout_s=RUNNER_STOP_SLACK_S)
-        self.reap_leftovers(name, run)
+        await asyncio.to_thread(self.reap_leftovers, name, run)
         self.state.remove_run(name)
         return detail
 
@@ -155,7 +172,7 @@ class HostEffects:
     async def test(self, spec: ServerSpec) -> str:
         from mcp_reconcile.testcmd import test_one
 
-        report = await test_one(spec, self.state, self.base_env)
+        report = await test_one(spec, self.state, self.inherited_env())
         passed = bool(report.passed)
         failed = [c for c in report.checks if getattr(c.status, "value", c.status) == "fail"]
         message = "all checks passed" if passed else "; ".join(f"{c.name}: {c.message}" for c in failed[:3])

@@ -1,11 +1,16 @@
 """`mcp-reconcile import FILE`: a foreign MCP config as equivalent YAML manifests.
 
 Writes nothing unless every converted document validates; never overwrites a manifest unless asked.
-`${VAR}` references are kept as references: secrets are not resolved, so none can be written out.
+`${VAR}` references are kept as references. Literal secrets of client configs (env names like *_KEY,
+*_TOKEN, *PASSWORD) never go into a manifest: with -d they move to NAME.secrets.env (0600, the
+manifest's envFile), on stdout they become ${VAR} references for the controller's environment.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,10 +23,40 @@ from mcp_reconcile.errors import ManifestError
 from mcp_reconcile.formats import load_foreign
 from mcp_reconcile.manifest import validate_document
 
+# Env names whose literal values are taken for secrets when importing a client config.
+SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASS(WORD|WD)?|CREDENTIAL|AUTH|PAT$", re.IGNORECASE)
+
+
+def take_literal_secrets(doc: dict[str, Any]) -> dict[str, str]:
+    """Remove literal secret-looking env values from `doc` (a client config's plaintext keys); returns them."""
+    env = doc["spec"].get("env") or {}
+    taken = {k: str(v) for k, v in env.items()
+             if isinstance(v, str) and v and "${" not in v and SECRET_NAME.search(k)}
+    for k in taken:
+        del env[k]
+    if not env:
+        doc["spec"].pop("env", None)
+    return taken
+
+
+def write_secrets_file(path: Path, values: dict[str, str]) -> None:
+    """A dotenv file only its owner can read (0600), created before anything is written into it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("# Secrets moved out of an imported client config by `mcp-reconcile import` (keep it 0600).\n")
+        for k, v in values.items():
+            fh.write(f"{k}={json.dumps(v)}\n")
+
 
 def to_yaml(doc: dict[str, Any], *, origin: str) -> str:
     header = f"# Imported from {origin} by `mcp-reconcile import`.\n"
     return header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def converted_env(documents: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    doc = next(d for d in documents if d["metadata"]["name"] == name)
+    return doc["spec"].setdefault("env", {})
 
 
 def import_config(opts: Options) -> int:
@@ -41,17 +76,32 @@ def import_config(opts: Options) -> int:
     if not converted.documents:
         print(f"error: {source}: no local MCP server to import", file=sys.stderr)
         return render.EXIT_ERROR
+    secrets = {doc["metadata"]["name"]: take_literal_secrets(doc) for doc in converted.documents}
+    secrets = {name: values for name, values in secrets.items() if values}
+    if not opts.import_dir:
+        for name, values in secrets.items():   # never printed: referenced as ${VAR} for the controller's env
+            env = converted_env(converted.documents, name)
+            env.update({k: "${" + k + "}" for k in values})
+            print(f"warning: {name}: literal secrets replaced by references; set {', '.join(values)} in the "
+                  "controller's environment", file=sys.stderr)
     texts = {doc["metadata"]["name"]: to_yaml(doc, origin=source) for doc in converted.documents}
     if not opts.import_dir:
         sys.stdout.write("---\n".join(texts.values()))
         return render.EXIT_OK
     out_dir = Path(opts.import_dir)
     targets = {name: out_dir / f"{name}.yaml" for name in texts}
-    existing = [str(p) for p in targets.values() if p.exists()]
+    secret_files = {name: out_dir / f"{name}.secrets.env" for name in secrets}
+    existing = [str(p) for p in [*targets.values(), *secret_files.values()] if p.exists()]
     if existing and not opts.overwrite:
         print(f"error: would overwrite {', '.join(existing)} (use --overwrite)", file=sys.stderr)
         return render.EXIT_ERROR
     out_dir.mkdir(parents=True, exist_ok=True)
+    for name, path in secret_files.items():
+        write_secrets_file(path, secrets[name])
+        doc = next(d for d in converted.documents if d["metadata"]["name"] == name)
+        doc["spec"]["envFile"] = path.name
+        texts[name] = to_yaml(doc, origin=source)
+        print(f"wrote {path} (mode 0600): {', '.join(secrets[name])} moved out of the manifest")
     for name, path in targets.items():
         path.write_text(texts[name])
         print(f"wrote {path}")

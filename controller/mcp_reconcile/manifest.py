@@ -142,8 +142,10 @@ def _schema_reason(error: Any) -> str:
     return error.message
 
 
-def expand(value: str, lookup: Mapping[str, str], *, where: str) -> tuple[str, bool]:
-    """Expand `${VAR}` / `${VAR:-default}` (and `$$` -> `$`); True when any reference was expanded."""
+def expand(value: str, lookup: Mapping[str, str], *, where: str, refs: set[str] | None = None) -> tuple[str, bool]:
+    """Expand `${VAR}` / `${VAR:-default}` (and `$$` -> `$`); True when any reference was expanded.
+
+    The names referenced are added to `refs`."""
     used = False
 
     def repl(match: re.Match[str]) -> str:
@@ -152,6 +154,8 @@ def expand(value: str, lookup: Mapping[str, str], *, where: str) -> tuple[str, b
             return "$"
         used = True
         name, default = match.group(1), match.group(2)
+        if refs is not None:
+            refs.add(name)
         if name in lookup:
             return lookup[name]
         if default is not None:
@@ -185,7 +189,10 @@ def build_spec(doc: dict[str, Any], *, origin: Origin, environ: Mapping[str, str
         ref = str((base / os.path.expanduser(ref)).resolve())
     command = spec.get("command")
     if isinstance(command, str):
-        command = shlex.split(command)
+        try:
+            command = shlex.split(command)
+        except ValueError as exc:
+            raise ManifestError(f"cannot split into words: {exc}", json_path="spec.command") from None
     for field_name, values in (("command", command or []), ("args", spec.get("args", []))):
         for i, arg in enumerate(values):
             if isinstance(arg, str) and "${" in arg and _REF.search(arg):
@@ -201,8 +208,9 @@ def build_spec(doc: dict[str, Any], *, origin: Origin, environ: Mapping[str, str
     marked_secret = set(spec.get("secretEnv", []))
     secret_keys = set(env_file_vars) | marked_secret
     env: dict[str, str] = dict(env_file_vars)
+    refs: set[str] = set()
     for name, raw in (spec.get("env") or {}).items():
-        value, from_ref = expand(_scalar(raw), lookup, where=f"spec.env.{name}")
+        value, from_ref = expand(_scalar(raw), lookup, where=f"spec.env.{name}", refs=refs)
         env[name] = value
         if from_ref:
             secret_keys.add(name)
@@ -214,6 +222,8 @@ def build_spec(doc: dict[str, Any], *, origin: Origin, environ: Mapping[str, str
 
     health = spec.get("health", {})
     backoff = spec.get("restartBackoff", {})
+    if backoff.get("maxSeconds", 60.0) < backoff.get("initialSeconds", 1.0):
+        raise ManifestError("maxSeconds must be at least initialSeconds", json_path="spec.restartBackoff.maxSeconds")
     fields: dict[str, Any] = {
         "source": f"{kind}:{ref}", "command": command, "args": [_scalar(a) for a in spec.get("args", [])],
         "env": env, "transport": spec.get("transport", "stdio"), "port": spec.get("port"),
@@ -225,6 +235,7 @@ def build_spec(doc: dict[str, Any], *, origin: Origin, environ: Mapping[str, str
     return ServerSpec(
         name=meta["name"], source=Source(kind, ref), command=tuple(command) if command else None,
         args=tuple(fields["args"]), env=MappingProxyType(env), secret_keys=frozenset(secret_keys),
+        env_refs=frozenset(refs),
         transport=fields["transport"], port=fields["port"], path=fields["path"], cwd=cwd,
         desired_state=DesiredState(spec.get("desiredState", "running")),
         restart_policy=RestartPolicy(fields["restartPolicy"]),

@@ -125,6 +125,7 @@ class ServerSpec:
     args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     secret_keys: frozenset[str] = frozenset()
+    env_refs: frozenset[str] = frozenset()   # controller variables its env references as ${VAR}
     transport: str = "stdio"
     port: int | None = None
     path: str = "/mcp"

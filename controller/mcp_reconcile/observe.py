@@ -77,6 +77,10 @@ def observe_server(state: StateDir, name: str) -> ObservedServer:
 def with_memory(obs: ObservedServer, entry: Mapping[str, Any]) -> ObservedServer:
     """Add what the controller remembers (state.json) to what the records say."""
     tested = entry.get("tested_generation") if entry.get("test_passed") else None
+    last_exit = entry.get("last_exit") or {}
+    cleared = obs.last_exit_code is None and not obs.running and not obs.stale_run_record
+    if cleared and last_exit.get("code") is not None:
+        obs = replace(obs, last_exit_code=int(last_exit["code"]))   # the controller cleared the record, not the exit
     return replace(
         obs, tested_generation=tested, restarts=int(entry.get("restarts", 0)),
         runtime_digests=obs.runtime_digests or MappingProxyType(dict(entry.get("runtime_digests", {}))),

@@ -7,6 +7,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 from mcp_reconcile import events, install, render
 from mcp_reconcile.apply import Limits, Outcome, apply_plan
@@ -14,14 +15,19 @@ from mcp_reconcile.cli import Options
 from mcp_reconcile.desired import load_desired
 from mcp_reconcile.effects import HostEffects
 from mcp_reconcile.ledger import Ledger
-from mcp_reconcile.model import ActionKind, DesiredState, Plan
+from mcp_reconcile.model import ActionKind, DesiredState, Observed, Plan
 from mcp_reconcile.observe import observe
 from mcp_reconcile.plan import plan
 from mcp_reconcile.readiness import refresh_status
 from mcp_reconcile.reports import write_installation_report
 from mcp_reconcile.store import StateDir
 
-INSTALL_ONLY = (ActionKind.install, ActionKind.upgrade, ActionKind.uninstall)
+
+def installs_only(the_plan: Plan, observed: Observed) -> Plan:
+    """`--install`: installs, and upgrades of servers that are not running (an upgrade under a running
+    server needs the restart that --install does not do; a full apply does both)."""
+    return Plan(tuple(a for a in the_plan.actions if a.kind is ActionKind.install or (
+        a.kind is ActionKind.upgrade and not observed.get(a.server).running)))
 
 
 def _say(line: str) -> None:
@@ -29,6 +35,8 @@ def _say(line: str) -> None:
 
 
 def print_outcome(outcome: Outcome) -> None:
+    outcome = replace(outcome, detail=events.REDACTOR.scrub(outcome.detail),
+                      error=events.REDACTOR.scrub(outcome.error))
     a = outcome.action
     if outcome.ok:
         _say(f"  ok     {a.kind.value:<9} {a.server}: {outcome.detail} ({outcome.duration_s:.1f}s)")
@@ -100,13 +108,15 @@ async def _apply(opts: Options, state: StateDir) -> int:
             print(f"error: {m}" if not opts.force else f"warning: {m} (continuing: --force)", file=sys.stderr)
         protected |= prereq_failed
 
-    the_plan = plan(specs, observe(state, specs, ledger=ledger), now=time.monotonic(), protected=protected)
+    observed = observe(state, specs, ledger=ledger)
+    the_plan = plan(specs, observed, now=time.monotonic(), protected=protected)
     if opts.install_only:
-        the_plan = Plan(tuple(a for a in the_plan.actions if a.kind in INSTALL_ONLY), the_plan.deferred)
+        the_plan = installs_only(the_plan, observed)
     _say(render.plan_text(the_plan))
     log.info("plan.computed", actions=len(the_plan.actions), summary=render.summary_line(the_plan))
     outcomes: list[Outcome] = []
-    effects = HostEffects(state, ledger, force=opts.force)
+    effects = HostEffects(state, ledger, check_prerequisites=not (opts.force or opts.skip_prerequisites),
+                          withheld_env={v for spec in specs.values() for v in spec.env_refs})
     if the_plan.has_changes:
         _say("")
         _say("Applying:")
@@ -127,7 +137,8 @@ async def _apply(opts: Options, state: StateDir) -> int:
     if opts.test_after:
         from mcp_reconcile.testcmd import run_tests_async
 
-        exit_code = max(exit_code, await run_tests_async(opts, state, specs, ledger=ledger))
+        exit_code = max(exit_code, await run_tests_async(opts, state, specs, ledger=ledger, holding_lock=True))
+        ledger.save()
     return exit_code
 
 

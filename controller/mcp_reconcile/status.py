@@ -12,8 +12,9 @@ from typing import Any
 from mcp_reconcile import conditions, render
 from mcp_reconcile.cli import Options
 from mcp_reconcile.desired import load_desired
-from mcp_reconcile.errors import McpReconcileError
+from mcp_reconcile.errors import McpReconcileError, StoreError
 from mcp_reconcile.ledger import Ledger
+from mcp_reconcile.model import Phase
 from mcp_reconcile.observe import observe
 from mcp_reconcile.readiness import memory_of
 from mcp_reconcile.store import StateDir
@@ -64,7 +65,14 @@ def collect(opts: Options) -> list[dict[str, Any]]:
     for name, obs in observed.servers.items():
         entry = ledger.get(name)
         phase, conds, message = conditions.evaluate(specs.get(name), obs, memory_of(entry))
-        run = state.read_run(name) or {}
+        if name not in specs and entry.get("phase"):
+            # not in the manifests this command read (another -f?): show what the controller recorded
+            phase = Phase(entry["phase"])
+            message = (entry.get("message") or "") + " (not in the manifests read by this command)"
+        try:
+            run = state.read_run(name) or {}
+        except StoreError:
+            run = {}
         started = run.get("started_at") if obs.running else None
         rows.append({
             "name": name, "phase": phase.value, "ready": any(c.type == "Ready" and c.status == "True" for c in conds),

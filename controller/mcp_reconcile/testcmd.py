@@ -4,6 +4,7 @@ readiness gate's single-server run. Imports mcp lazily: only this command and th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Mapping
@@ -14,11 +15,12 @@ from mcp_reconcile.cli import Options
 from mcp_reconcile.desired import load_desired
 from mcp_reconcile.errors import McpReconcileError
 from mcp_reconcile.ledger import Ledger
-from mcp_reconcile.model import ServerSpec
+from mcp_reconcile.model import DesiredState, ServerSpec
 from mcp_reconcile.store import StateDir
 
 
-async def test_one(spec: ServerSpec, state: StateDir, base_env: Mapping[str, str], *, force: bool = False) -> Any:
+async def test_one(spec: ServerSpec, state: StateDir, base_env: Mapping[str, str], *,
+                   force: bool = False) -> Any:
     """Run the suite against one installed server; returns the mcptest ServerReport."""
     from mcp_reconcile.mcptest.model import SuiteOptions, Target
     from mcp_reconcile.mcptest.suite import run_suite
@@ -41,20 +43,25 @@ async def test_one(spec: ServerSpec, state: StateDir, base_env: Mapping[str, str
 
 
 async def run_tests_async(opts: Options, state: StateDir, specs: Mapping[str, ServerSpec], *,
-                          ledger: Ledger | None = None) -> int:
+                          ledger: Ledger | None = None, holding_lock: bool = False) -> int:
+    """Test the named servers (default: every server not desired absent); install missing ones first."""
     from mcp_reconcile.mcptest.report import render_table, write_json_report, write_junit
 
-    names = opts.names or sorted(specs)
+    names = opts.names or sorted(n for n, s in specs.items() if s.desired_state is not DesiredState.absent)
     unknown = [n for n in names if n not in specs]
     if unknown:
         print(f"error: no manifest declares {', '.join(unknown)}", file=sys.stderr)
         return render.EXIT_ERROR
     missing = [n for n in names if not state.read_install(n)]
     if missing:
-        with state.locked():
+        with contextlib.nullcontext() if holding_lock else state.locked():
             for name in missing:
                 print(f"installing {name} for testing ...", flush=True)
-                await install.ensure_installed(specs[name], state, force=False)
+                try:
+                    await install.ensure_installed(specs[name], state)
+                except McpReconcileError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    return render.EXIT_ERROR
     reports = []
     for name in names:
         try:

@@ -60,3 +60,29 @@ def test_import_of_a_file_that_is_no_mcp_config_is_a_clear_error(tmp_path: Path,
     assert cli.main(["import", str(bogus)]) == 1
     err = capsys.readouterr().err
     assert str(bogus) in err and "Traceback" not in err
+
+
+def test_literal_secrets_of_a_client_config_never_land_in_a_manifest(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "claude_desktop_config.json"
+    config.write_text('{"mcpServers": {"github": {"command": "npx", "args": ["-y", "@scope/gh@1.0.0"],'
+                      ' "env": {"GITHUB_TOKEN": "ghp-literal-SECRET-42", "LOG_LEVEL": "debug"}}}}')
+    out = tmp_path / "manifests"
+    assert cli.main(["import", str(config), "-d", str(out)]) == 0
+    manifest = (out / "github.yaml").read_text()
+    secrets_file = out / "github.secrets.env"
+    assert "ghp-literal-SECRET-42" not in manifest and "LOG_LEVEL: debug" in manifest
+    assert "envFile: github.secrets.env" in manifest
+    assert (secrets_file.stat().st_mode & 0o777) == 0o600
+    assert 'GITHUB_TOKEN="ghp-literal-SECRET-42"' in secrets_file.read_text()
+    assert "ghp-literal-SECRET-42" not in capsys.readouterr().out
+
+    load = load_manifests([str(out)], environ={}, key=KEY)
+    assert not load.problems
+    spec = load.by_name["github"]
+    assert spec.env["GITHUB_TOKEN"] == "ghp-literal-SECRET-42" and "GITHUB_TOKEN" in spec.secret_keys
+
+    assert cli.main(["import", str(config)]) == 0
+    printed = capsys.readouterr()
+    assert "ghp-literal-SECRET-42" not in printed.out + printed.err
+    assert "GITHUB_TOKEN: ${GITHUB_TOKEN}" in printed.out

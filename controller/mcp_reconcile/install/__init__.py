@@ -86,11 +86,13 @@ def is_current(spec: ServerSpec, record: InstallRecord | None) -> bool:
 
 
 async def ensure_installed(spec: ServerSpec, state: StateDir, *, force: bool = False,
-                          installer: Installer | None = None) -> tuple[InstallRecord, bool]:
+                          installer: Installer | None = None, prerequisites: bool = True
+                          ) -> tuple[InstallRecord, bool]:
     """Install the spec's source unless it is current; (record, changed).
 
-    Raises PrerequisiteError, PermanentError or TransientError; on any failure the previous install
-    and its record are left as they were. `installer` replaces `installer_for(spec)` (tests).
+    `force` reinstalls a current install. Raises PrerequisiteError (unless `prerequisites` is False),
+    PermanentError or TransientError; on any failure the previous install and its record are left as
+    they were. `installer` replaces `installer_for(spec)` (tests).
     """
     final = state.install_dir(spec.name)
     source = str(spec.source)
@@ -101,7 +103,7 @@ async def ensure_installed(spec: ServerSpec, state: StateDir, *, force: bool = F
         log.debug("install.skipped", server=spec.name, source=source, reason="install generation is current")
         return record, False
     installs = state.ensure().root / "installs"
-    problems = check_prerequisites(spec)
+    problems = check_prerequisites(spec) if prerequisites else []   # --skip-prerequisites / --force skip it
     if problems:
         log.error("install.failed", server=spec.name, source=source, error=str(problems[0]))
         raise problems[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -39,6 +40,8 @@ from mcp_reconcile.reports import write_health_report
 from mcp_reconcile.store import StateDir
 from mcp_reconcile.systemd import Notifier
 
+# A server whose manifest vanished is removed only if it is still gone this long after (rewrite-safe).
+REMOVAL_GRACE_S = 2.0
 # A server whose dependencies are not Ready yet is looked at again after this long.
 DEPENDENCY_WAIT_S = 1.0
 # How often the health report and the systemd STATUS line are refreshed.
@@ -54,10 +57,13 @@ class Controller:
         self.queue = WorkQueue(self.clock)
         # read (and drop) $NOTIFY_SOCKET before the runners' environment is captured: they must not inherit it
         self.notifier = Notifier(unset_environment=True)
-        self.effects = HostEffects(state, self.ledger, force=opts.force)
+        self.effects = HostEffects(state, self.ledger,
+                                   check_prerequisites=not (opts.force or opts.skip_prerequisites),
+                                   install_slots=asyncio.Semaphore(max(1, opts.max_parallel_installs)))
         self.desired: dict[str, ServerSpec] = {}
         self.protected: set[str] = set()
         self.backoff: dict[str, BackoffState] = {}
+        self.missing_since: dict[str, float] = {}   # servers whose manifest vanished, since when (clock)
         self.alerts = AlertSink(opts.webhook_url)
         self.log = events.get_logger()
         self.first_pass: set[str] = set()
@@ -76,19 +82,30 @@ class Controller:
             self.log.error("manifest.rejected", file=p.file, document=p.doc_index, path=p.json_path,
                            error=p.reason, reason=reason)
         new = desired.load.by_name
-        keep = {n: s for n, s in self.desired.items() if n in desired.protected and n not in new}
+        now = self.clock.now()
+        for name in new:
+            self.missing_since.pop(name, None)
+        # a server whose manifest vanished is removed only when it is still gone REMOVAL_GRACE_S later:
+        # an editor or a slow writer rewriting the file must not stop and uninstall it
+        vanished = {n for n in self.desired if n not in new and n not in desired.protected}
+        waiting = {n for n in vanished if now - self.missing_since.setdefault(n, now) < REMOVAL_GRACE_S}
+        if waiting:
+            asyncio.get_running_loop().call_later(REMOVAL_GRACE_S, self.on_manifests_changed, set())
+        keep = {n: s for n, s in self.desired.items()
+                if n not in new and (n in desired.protected or n in waiting)}
         merged = {**keep, **new}
         changed = {n for n in set(merged) | set(self.desired)
                    if n not in merged or n not in self.desired or merged[n].generation != self.desired[n].generation
                    or merged[n].desired_state != self.desired[n].desired_state}
         self.protected = desired.protected - set(keep)
         self.desired = merged
+        self.effects.withheld_env = {v for spec in merged.values() for v in spec.env_refs}
         if changed:
             self.log.info("manifest.loaded", servers=len(merged), changed=sorted(changed), reason=reason)
         return changed
 
     def on_manifests_changed(self, paths: set[Path]) -> None:
-        for name in self.reload(f"{len(paths)} file(s) changed"):
+        for name in self.reload(f"{len(paths)} file(s) changed" if paths else "removal grace over"):
             if name in self.backoff:   # an edit cuts a crash-loop wait short
                 self.backoff[name] = BackoffState()
             self.queue.add(name)
@@ -129,6 +146,9 @@ class Controller:
     def _deps_ready(self, spec: ServerSpec) -> list[str]:
         waiting = []
         for dep in spec.depends_on:
+            dep_spec = self.desired.get(dep)
+            if dep_spec is None or dep_spec.desired_state is not DesiredState.running:
+                continue   # a dependency that is not meant to run cannot be waited for (apply starts anyway)
             entry = self.ledger.get(dep)
             ready = any(c["type"] == "Ready" and c["status"] == "True" for c in entry.get("conditions", []))
             if not ready:
@@ -141,7 +161,7 @@ class Controller:
             return
         obs = self._observe(name)
         if obs.last_exit_code is not None or obs.stale_run_record:
-            self._note_exit(name, obs)
+            await self._note_exit(name, obs)
             obs = self._observe(name)
         desired = {name: spec} if spec else {}
         the_plan = plan(desired, Observed(MappingProxyType({name: obs})), now=self.clock.now())
@@ -171,12 +191,15 @@ class Controller:
                     self.ledger.update(name, failed_reason=None)
         self._after_pass(name, spec)
 
-    def _note_exit(self, name: str, obs: Any) -> None:
+    async def _note_exit(self, name: str, obs: Any) -> None:
         """A runner that exited (or vanished): count the restart, grow the backoff, clear the record."""
         reason = obs.stale_reason or f"exit code {obs.last_exit_code}"
         self.health.forget(name)
-        self.effects.reap_leftovers(name)
-        self.state.remove_run(name)
+        child = self.effects.children.pop(name, None)
+        if child is not None:
+            child.poll()   # reap our own runner now, not at some later Popen
+        await asyncio.to_thread(self.effects.reap_leftovers, name)
+        self.state.remove_run(name)   # the exit stays in the ledger's last_exit for the restart policy
         spec = self.desired.get(name)
         if spec and spec.desired_state is DesiredState.running:
             self._failed(name, f"server exited ({reason})")
@@ -207,8 +230,8 @@ class Controller:
             self.ledger.update(name, in_crash_loop=False)
         if obs.running and spec:
             run = self.state.read_run(name) or {}
-            if run.get("runner_pid"):
-                self.exits.watch(name, run["runner_pid"])
+            if run.get("runner_pid") and not self.exits.watch(name, run["runner_pid"]):
+                self.queue.add(name)   # it exited between observing and watching
             if obs.endpoint:
                 self.health.ensure(name, obs.endpoint, interval_s=spec.health.interval_s,
                                    timeout_s=spec.health.timeout_s)
@@ -229,6 +252,9 @@ class Controller:
         if spec is None and not obs.installed and not obs.running:
             self.ledger.forget(name)
         self.ledger.save()
+
+    def _first_pass_done(self, name: str) -> None:
+        """READY=1 once every server had its first pass, whatever its outcome."""
         self.first_pass.discard(name)
         if not self.first_pass and not self.ready_sent:
             self.ready_sent = True
@@ -254,14 +280,21 @@ class Controller:
                 await self.reconcile(name)
             except Exception as exc:  # one server's bug must not kill the controller
                 self.log.exception("reconcile.crashed", server=name, error=str(exc))
-                self._failed(name, str(exc))
+                try:
+                    self._failed(name, str(exc))
+                except Exception:
+                    self.queue.add(name, after_s=DEPENDENCY_WAIT_S)
             finally:
                 self.queue.done(name)
+                self._first_pass_done(name)
 
     async def _every(self, interval_s: float, fn: Any) -> None:
         while True:
             await self.clock.sleep(interval_s)
-            fn()
+            try:
+                fn()
+            except Exception as exc:  # a timer must outlive one bad round
+                self.log.exception("timer.failed", timer=getattr(fn, "__name__", str(fn)), error=str(exc))
 
     def _resync(self) -> None:
         self.reload("resync")
@@ -285,7 +318,7 @@ class Controller:
         self.reload("startup")
         names = set(self.desired) | self.state.known_servers()
         self.first_pass = set(names) - self.protected
-        self.log.info("controller.started", servers=len(self.desired), known=len(names), pid=_pid())
+        self.log.info("controller.started", servers=len(self.desired), known=len(names), pid=os.getpid())
         for name in sorted(names):
             self.queue.add(name)
         watcher = ManifestWatcher([Path(p) for p in self.opts.manifest_paths() if Path(p).exists()],
@@ -324,12 +357,6 @@ class Controller:
     def _after_first_empty(self) -> None:
         self.ready_sent = True
         self.notifier.ready(self.summary())
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
 
 
 def run_controller(opts: Options) -> int:

@@ -26,12 +26,13 @@ class HealthMonitor:
 
     def ensure(self, name: str, endpoint: str, *, interval_s: float, timeout_s: float) -> None:
         """Probe `name` at `endpoint`; a new endpoint (new runner) replaces the old probe task."""
+        key = f"{endpoint} every {interval_s}s within {timeout_s}s"   # an edited health block restarts probing
         current = self._tasks.get(name)
-        if current and current[0] == endpoint and not current[1].done():
+        if current and current[0] == key and not current[1].done():
             return
         self.forget(name)
         task = asyncio.create_task(self._probe_loop(name, endpoint, interval_s, timeout_s), name=f"probe-{name}")
-        self._tasks[name] = (endpoint, task)
+        self._tasks[name] = (key, task)
 
     def forget(self, name: str) -> None:
         current = self._tasks.pop(name, None)
