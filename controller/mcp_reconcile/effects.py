@@ -21,9 +21,13 @@ from mcp_reconcile.events import REDACTOR, get_logger
 from mcp_reconcile.ledger import Ledger
 from mcp_reconcile.model import RUNTIME_FIELDS, ServerSpec
 from mcp_reconcile.observe import runner_liveness
+from mcp_reconcile.spawner import READY_FD_PLACEHOLDER, RunnerSpawner
 from mcp_reconcile.store import RunRecord, StateDir
 
 log = get_logger()
+
+# A runner we started: a Popen when spawned from scratch, a pid when forked by the template.
+Runner = subprocess.Popen[bytes] | int
 
 # How long a runner may take from spawn to serving when the manifest sets no tests.startupTimeoutSeconds
 # (npx-free installs start in well under a second; a cold Python venv can take a few).
@@ -46,7 +50,8 @@ class HostEffects:
     check_prerequisites: bool = True      # False with --skip-prerequisites or --force
     withheld_env: set[str] = field(default_factory=set)   # ${VAR}s of any manifest: no server inherits them
     install_slots: asyncio.Semaphore | None = None   # bounds parallel installs when passes run concurrently
-    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    spawner: RunnerSpawner | None = None   # warm runner starts (forks); None: a fresh interpreter each
+    children: dict[str, Runner] = field(default_factory=dict)
 
     def inherited_env(self) -> dict[str, str]:
         """The controller's environment minus every manifest's ${VAR}s (secrets of other servers)."""
@@ -73,14 +78,12 @@ class HostEffects:
         self.state.remove_run(spec.name)
         ready_r, ready_w = os.pipe()
         timeout = float(spec.tests.raw.get("startupTimeoutSeconds", DEFAULT_STARTUP_TIMEOUT_S))
-        argv = [sys.executable, "-m", "mcp_reconcile.runner", "--state-dir", str(self.state.root),
-                "--name", spec.name, "--generation", spec.runtime_generation,
-                "--stop-timeout", str(spec.stop_timeout_s), "--startup-timeout", str(timeout),
-                "--ready-fd", str(ready_w), "--", *launch.argv]
+        runner_args = ["--state-dir", str(self.state.root), "--name", spec.name,
+                       "--generation", spec.runtime_generation, "--stop-timeout", str(spec.stop_timeout_s),
+                       "--startup-timeout", str(timeout), "--ready-fd", READY_FD_PLACEHOLDER, "--", *launch.argv]
         self.state.ensure()
         try:
-            child = proc.spawn_runner(argv, dict(launch.env), cwd=launch.cwd, pass_fds=(ready_w,),
-                                      log_path=self.state.root / "logs" / f"{spec.name}.runner.log")
+            child = self._spawn_runner(spec.name, runner_args, dict(launch.env), launch.cwd, ready_w)
         except OSError as exc:
             os.close(ready_r)
             where = f" in {launch.cwd}" if launch.cwd else ""
@@ -99,14 +102,34 @@ class HostEffects:
             run = await self.wait_until_serving(spec.name, child, ready_r, timeout_s=timeout + RUNNER_STOP_SLACK_S)
         except TransientError:
             # the failed start is the failure: clear its exit record so it is not counted again as a crash
-            child.poll()
-            self.children.pop(spec.name, None)
+            self.forget_child(spec.name)
             await asyncio.to_thread(self.reap_leftovers, spec.name)
             self.state.remove_run(spec.name)
             raise
         return f"serving at {run.get('endpoint')} ({run.get('era')} era, pid {run.get('server_pid')})"
 
-    async def wait_until_serving(self, name: str, child: subprocess.Popen[bytes], ready_fd: int, *,
+    def _spawn_runner(self, name: str, runner_args: list[str], env: dict[str, str], cwd: str | None,
+                      ready_w: int) -> Runner:
+        """Fork the runner from the warm template; spawn it from scratch if there is none or it fails."""
+        log_path = self.state.root / "logs" / f"{name}.runner.log"
+        if self.spawner is not None:
+            if cwd and not os.path.isdir(cwd):
+                raise FileNotFoundError(2, "No such file or directory", cwd)
+            try:
+                return self.spawner.spawn(name, runner_args, env, cwd=cwd, log_path=log_path, ready_fd=ready_w)
+            except OSError as exc:
+                log.warning("spawner.failed", server=name, error=str(exc), fallback="fresh interpreter")
+        argv = [sys.executable, "-m", "mcp_reconcile.runner",
+                *(str(ready_w) if a == READY_FD_PLACEHOLDER else a for a in runner_args)]
+        return proc.spawn_runner(argv, env, cwd=cwd, pass_fds=(ready_w,), log_path=log_path)
+
+    def forget_child(self, name: str) -> None:
+        """Drop (and reap, when it is ours) the runner started for `name`."""
+        child = self.children.pop(name, None)
+        if isinstance(child, subprocess.Popen):
+            child.poll()
+
+    async def wait_until_serving(self, name: str, child: Runner, ready_fd: int, *,
                                  timeout_s: float) -> RunRecord:
         """Wait for the runner's ready byte (or EOF: it died) on `ready_fd`, then read its record. Closes the fd."""
         loop = asyncio.get_running_loop()
@@ -124,8 +147,9 @@ class HostEffects:
         run = self.state.read_run(name) or {}
         if run.get("state") == "running" and run.get("endpoint"):
             return run
-        with contextlib.suppress(subprocess.TimeoutExpired):   # EOF without "running": the runner is leaving
-            await asyncio.to_thread(child.wait, RUNNER_STOP_SLACK_S)
+        # EOF without "running": the runner is leaving; let it write its exit record
+        pid = child.pid if isinstance(child, subprocess.Popen) else child
+        await asyncio.to_thread(proc.wait_pid_gone, pid, RUNNER_STOP_SLACK_S)
         run = self.state.read_run(name) or {}
         exit_info = run.get("exit") or {}
         raise TransientError(name, "start", f"server exited during startup (code {exit_info.get('code')}, "
@@ -147,10 +171,10 @@ class HostEffects:
         if run and run.get("state") != "exited" and runner_liveness(run).alive:
             stop_timeout = float(self.ledger.get(name).get("stop_timeout_s", 5.0))
             timeout_s = 2 * stop_timeout + RUNNER_STOP_SLACK_S
-            target = child if child is not None and child.pid == run.get("runner_pid") else run["runner_pid"]
-            await asyncio.to_thread(proc.stop_runner, target, timeout_s=timeout_s)
+            ours = isinstance(child, subprocess.Popen) and child.pid == run.get("runner_pid")
+            await asyncio.to_thread(proc.stop_runner, child if ours else run["runner_pid"], timeout_s=timeout_s)
             detail = "stopped"
-        if child is not None and child.poll() is None:
+        if isinstance(child, subprocess.Popen) and child.poll() is None:
             await asyncio.to_thread(proc.stop_runner, child, timeout_s=RUNNER_STOP_SLACK_S)
         await asyncio.to_thread(self.reap_leftovers, name, run)
         self.state.remove_run(name)

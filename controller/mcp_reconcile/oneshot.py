@@ -20,6 +20,7 @@ from mcp_reconcile.observe import observe
 from mcp_reconcile.plan import plan
 from mcp_reconcile.readiness import refresh_status
 from mcp_reconcile.reports import write_installation_report
+from mcp_reconcile.spawner import RunnerSpawner
 from mcp_reconcile.store import StateDir
 
 
@@ -116,7 +117,8 @@ async def _apply(opts: Options, state: StateDir) -> int:
     log.info("plan.computed", actions=len(the_plan.actions), summary=render.summary_line(the_plan))
     outcomes: list[Outcome] = []
     effects = HostEffects(state, ledger, check_prerequisites=not (opts.force or opts.skip_prerequisites),
-                          withheld_env={v for spec in specs.values() for v in spec.env_refs})
+                          withheld_env={v for spec in specs.values() for v in spec.env_refs},
+                          spawner=RunnerSpawner(state.root / "logs" / "spawner.log"))
     if the_plan.has_changes:
         _say("")
         _say("Applying:")
@@ -125,6 +127,7 @@ async def _apply(opts: Options, state: StateDir) -> int:
             with progress(len(the_plan.actions)) as on_outcome:
                 outcomes = await apply_plan(the_plan, specs, effects, limits=limits, on_outcome=on_outcome)
         finally:
+            effects.spawner.close()   # the runners it forked live on in sessions of their own
             ledger.save()
             write_installation_report(state, outcomes)
     await refresh_status(state, ledger, specs, probe=True)

@@ -358,7 +358,7 @@ def _wait_fd_readable(fd: int, timeout_s: float) -> bool:
     return bool(poller.poll(max(0, int(timeout_s * 1000))))
 
 
-def _wait_pid_gone(pid: int, timeout_s: float) -> bool:
+def wait_pid_gone(pid: int, timeout_s: float) -> bool:
     """Wait until `pid` has exited (a zombie counts as exited); True if it did within the bound."""
     fd = pidfd_wait(pid)
     if fd is None:
@@ -406,7 +406,7 @@ def _finish_runner(runner: int | subprocess.Popen[bytes], timeout_s: float) -> b
             return True
         except subprocess.TimeoutExpired:
             return False
-    if not _wait_pid_gone(runner, timeout_s):
+    if not wait_pid_gone(runner, timeout_s):
         return False
     _reap_if_child(runner)
     return True

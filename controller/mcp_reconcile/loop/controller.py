@@ -37,6 +37,7 @@ from mcp_reconcile.observe import observe_server, with_memory
 from mcp_reconcile.plan import plan
 from mcp_reconcile.readiness import record_status
 from mcp_reconcile.reports import write_health_report
+from mcp_reconcile.spawner import RunnerSpawner
 from mcp_reconcile.store import StateDir
 from mcp_reconcile.systemd import Notifier
 
@@ -59,7 +60,8 @@ class Controller:
         self.notifier = Notifier(unset_environment=True)
         self.effects = HostEffects(state, self.ledger,
                                    check_prerequisites=not (opts.force or opts.skip_prerequisites),
-                                   install_slots=asyncio.Semaphore(max(1, opts.max_parallel_installs)))
+                                   install_slots=asyncio.Semaphore(max(1, opts.max_parallel_installs)),
+                                   spawner=RunnerSpawner(state.root / "logs" / "spawner.log"))
         self.desired: dict[str, ServerSpec] = {}
         self.protected: set[str] = set()
         self.backoff: dict[str, BackoffState] = {}
@@ -195,9 +197,7 @@ class Controller:
         """A runner that exited (or vanished): count the restart, grow the backoff, clear the record."""
         reason = obs.stale_reason or f"exit code {obs.last_exit_code}"
         self.health.forget(name)
-        child = self.effects.children.pop(name, None)
-        if child is not None:
-            child.poll()   # reap our own runner now, not at some later Popen
+        self.effects.forget_child(name)   # reap our own runner now, not at some later Popen
         await asyncio.to_thread(self.effects.reap_leftovers, name)
         self.state.remove_run(name)   # the exit stays in the ledger's last_exit for the restart policy
         spec = self.desired.get(name)
@@ -349,6 +349,8 @@ class Controller:
             await asyncio.gather(*workers, *timers, return_exceptions=True)
             await self.health.aclose()
             self.exits.close()
+            if self.effects.spawner is not None:
+                self.effects.spawner.close()
             self._report()
             self.ledger.save()
             await self.alerts.aclose()
