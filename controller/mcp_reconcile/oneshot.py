@@ -118,7 +118,7 @@ async def _apply(opts: Options, state: StateDir) -> int:
     outcomes: list[Outcome] = []
     effects = HostEffects(state, ledger, check_prerequisites=not (opts.force or opts.skip_prerequisites),
                           withheld_env={v for spec in specs.values() for v in spec.env_refs},
-                          spawner=RunnerSpawner(state.root / "logs" / "spawner.log"))
+                          spawner=RunnerSpawner(state.root))
     if the_plan.has_changes:
         _say("")
         _say("Applying:")

@@ -36,8 +36,9 @@ REPLY_TIMEOUT_S = 10.0
 class RunnerSpawner:
     """The controller's side: start the template on first use, ask it for runners."""
 
-    def __init__(self, log_path: Path) -> None:
-        self._log_path = log_path
+    def __init__(self, state_root: Path) -> None:
+        self._state_root = state_root
+        self._log_path = state_root / "logs" / "spawner.log"
         self._sock: socket.socket | None = None
         self._template: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
@@ -51,7 +52,8 @@ class RunnerSpawner:
         log_fd = os.open(self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             self._template = subprocess.Popen(
-                [sys.executable, "-m", "mcp_reconcile.spawner", str(theirs.fileno())],
+                # the state dir in the command line names, in `ps`, whose runners these forks are
+                [sys.executable, "-m", "mcp_reconcile.spawner", str(theirs.fileno()), str(self._state_root)],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
                 close_fds=True, env={k: v for k, v in os.environ.items() if k in TEMPLATE_ENV})
         finally:

@@ -10,6 +10,7 @@ import os
 import signal
 import time
 
+import psutil
 import pytest
 import yaml
 
@@ -83,9 +84,11 @@ def test_a_restarted_controller_readopts_the_running_servers_without_duplicates(
     assert server_pids(rows) == {name: records[name]["server_pid"] for name in BUNDLED}
     assert real.events("action.started", since=since) == []
     for name in BUNDLED:
-        runner_argv = records[name]["runner_cmdline"]
-        server_argv = runner_argv[runner_argv.index("--") + 1:]
-        assert real.processes_running(runner_argv) == [records[name]["runner_pid"]], name
+        # runners are forked from a template: each carries its server's name as its process name
+        runners = [p.pid for p in psutil.process_iter(["name", "cmdline"])
+                   if p.info["name"] == f"mcpr:{name}" and str(real.state_dir) in (p.info["cmdline"] or [])]
+        assert runners == [records[name]["runner_pid"]], name
+        server_argv = psutil.Process(records[name]["server_pid"]).cmdline()
         assert real.processes_running(server_argv) == [records[name]["server_pid"]], name
 
     # the re-adopted runner is watched: its server's crash is noticed and repaired

@@ -28,7 +28,7 @@ def _wait_readable(fd: int) -> bytes:
 
 def test_a_forked_runner_serves_in_its_own_session_and_outlives_the_template(tmp_path: Path) -> None:
     state = StateDir(tmp_path / "state").ensure()
-    spawner = RunnerSpawner(tmp_path / "spawner.log")
+    spawner = RunnerSpawner(tmp_path / "state")
     ready_r, ready_w = os.pipe()
     args = ["--state-dir", str(state.root), "--name", "steady", "--generation", "g1", "--ready-fd",
             READY_FD_PLACEHOLDER, "--", sys.executable, str(SERVER)]
@@ -47,7 +47,7 @@ def test_a_forked_runner_serves_in_its_own_session_and_outlives_the_template(tmp
         assert os.getsid(pid) == pid and runner.cwd() == str(tmp_path)
         assert psutil.Process(record["server_pid"]).environ().get("MARKER_FOR_TEST") == "forked"
         assert "MARKER_FOR_TEST" not in runner.environ()   # the template's own, minimal environment
-        assert runner.name() == "mcpr:steady"
+        assert runner.name() == "mcpr:steady" and str(state.root) in runner.cmdline()
 
         spawner.close()   # the template leaves; the runner must not
         assert runner.is_running() and runner.status() != psutil.STATUS_ZOMBIE
@@ -66,7 +66,7 @@ def test_a_forked_runner_serves_in_its_own_session_and_outlives_the_template(tmp
 def test_a_template_that_cannot_start_is_an_os_error_the_caller_can_fall_back_on(tmp_path: Path,
                                                                                   monkeypatch) -> None:
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
-    spawner = RunnerSpawner(tmp_path / "spawner.log")
+    spawner = RunnerSpawner(tmp_path / "state")
     ready_r, ready_w = os.pipe()
     try:
         try:

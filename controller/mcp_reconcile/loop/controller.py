@@ -61,7 +61,7 @@ class Controller:
         self.effects = HostEffects(state, self.ledger,
                                    check_prerequisites=not (opts.force or opts.skip_prerequisites),
                                    install_slots=asyncio.Semaphore(max(1, opts.max_parallel_installs)),
-                                   spawner=RunnerSpawner(state.root / "logs" / "spawner.log"))
+                                   spawner=RunnerSpawner(state.root))
         self.desired: dict[str, ServerSpec] = {}
         self.protected: set[str] = set()
         self.backoff: dict[str, BackoffState] = {}
