@@ -12,6 +12,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -101,8 +102,13 @@ class HostEffects:
         try:
             run = await self.wait_until_serving(spec.name, child, ready_r, timeout_s=timeout + RUNNER_STOP_SLACK_S)
         except TransientError:
-            # the failed start is the failure: clear its exit record so it is not counted again as a crash
+            # the failed start is the failure: clear its exit record so it is not counted again as a crash,
+            # but keep its exit code for the restart policy
             self.forget_child(spec.name)
+            code = ((self.state.read_run(spec.name) or {}).get("exit") or {}).get("code")
+            if code is not None:
+                self.ledger.update(spec.name, last_exit={"code": code, "reason": "exited during startup",
+                                                         "at": time.time()})
             await asyncio.to_thread(self.reap_leftovers, spec.name)
             self.state.remove_run(spec.name)
             raise

@@ -161,10 +161,10 @@ class Controller:
         spec = self.desired.get(name)
         if name in self.protected:
             return
+        fresh = observe_server(self.state, name)   # the records alone: an exit not counted yet is still there
+        if fresh.last_exit_code is not None or fresh.stale_run_record:
+            await self._note_exit(name, fresh)
         obs = self._observe(name)
-        if obs.last_exit_code is not None or obs.stale_run_record:
-            await self._note_exit(name, obs)
-            obs = self._observe(name)
         desired = {name: spec} if spec else {}
         the_plan = plan(desired, Observed(MappingProxyType({name: obs})), now=self.clock.now())
         for d in the_plan.deferred:
@@ -238,6 +238,8 @@ class Controller:
         elif not obs.running:
             self.health.forget(name)
             self.exits.forget(name)
+            if self.state.run_record_path(name).exists():
+                self.queue.add(name)   # it exited during this pass: count the exit in a pass of its own
         previous = self.ledger.get(name).get("phase")
         entry = record_status(self.ledger, spec, obs, now=time.time())
         if entry.get("phase") != previous:
