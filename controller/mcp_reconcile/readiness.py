@@ -10,14 +10,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
-
 from mcp_reconcile import conditions
 from mcp_reconcile.events import get_logger
 from mcp_reconcile.ledger import Ledger
 from mcp_reconcile.model import ObservedServer, ServerSpec
 from mcp_reconcile.observe import observe
-from mcp_reconcile.probe import LeanProbe, new_client
+from mcp_reconcile.probe import LeanProbe
 from mcp_reconcile.reports import write_health_report
 from mcp_reconcile.store import StateDir
 
@@ -49,8 +47,8 @@ def record_status(ledger: Ledger, spec: ServerSpec | None, obs: ObservedServer, 
     return ledger.update(obs.name, phase=phase.value, message=message, conditions=cond_docs)
 
 
-async def probe_endpoint(endpoint: str, timeout_s: float, client: httpx.AsyncClient) -> dict[str, Any]:
-    session = LeanProbe(endpoint, client)
+async def probe_endpoint(endpoint: str, timeout_s: float) -> dict[str, Any]:
+    session = LeanProbe(endpoint)
     try:
         result = await session.probe(timeout_s)
     finally:
@@ -65,9 +63,8 @@ async def refresh_status(state: StateDir, ledger: Ledger, specs: Mapping[str, Se
     if probe:
         running = [o for o in observed.servers.values() if o.running and o.endpoint]
         timeouts = [specs[o.name].health.timeout_s if o.name in specs else 5.0 for o in running]
-        async with new_client() as client:
-            results = await asyncio.gather(*(probe_endpoint(o.endpoint or "", t, client)
-                                             for o, t in zip(running, timeouts, strict=True)))
+        results = await asyncio.gather(*(probe_endpoint(o.endpoint or "", t)
+                                         for o, t in zip(running, timeouts, strict=True)))
         for o, r in zip(running, results, strict=True):
             failures = 0 if r["ok"] else int(ledger.get(o.name).get("consecutive_probe_failures", 0)) + 1
             ledger.update(o.name, healthy=r["ok"], last_probe=r, consecutive_probe_failures=failures)

@@ -9,16 +9,15 @@ import signal
 
 import pytest
 
-from mcp_reconcile.probe import HANDSHAKE, STATELESS, LeanProbe, new_client
+from mcp_reconcile.probe import HANDSHAKE, STATELESS, LeanProbe
 
 
 async def _probe_twice(endpoint: str) -> tuple[object, object]:
-    async with new_client() as client:
-        probe = LeanProbe(endpoint, client)
-        try:
-            return await probe.probe(5.0), await probe.probe(5.0)
-        finally:
-            await probe.aclose()
+    probe = LeanProbe(endpoint)
+    try:
+        return await probe.probe(5.0), await probe.probe(5.0)
+    finally:
+        await probe.aclose()
 
 
 @pytest.mark.e2e
@@ -36,8 +35,7 @@ def test_probes_use_each_servers_era_and_fail_when_the_server_stops_answering(re
     os.kill(everything["server_pid"], signal.SIGSTOP)
     try:
         async def stopped() -> object:
-            async with new_client() as client:
-                return await LeanProbe(everything["endpoint"], client).probe(0.5)
+            return await LeanProbe(everything["endpoint"]).probe(0.5)
 
         result = asyncio.run(stopped())
         assert not result.ok and "0.5" in (result.error or ""), result
@@ -47,8 +45,7 @@ def test_probes_use_each_servers_era_and_fail_when_the_server_stops_answering(re
 
 def test_a_probe_of_a_closed_port_fails_with_the_reason() -> None:
     async def closed() -> object:
-        async with new_client() as client:
-            return await LeanProbe("http://127.0.0.1:9/mcp", client).probe(1.0)
+        return await LeanProbe("http://127.0.0.1:9/mcp").probe(1.0)
 
     result = asyncio.run(closed())
-    assert not result.ok and result.error and "Connect" in result.error
+    assert not result.ok and result.error and "ConnectionRefused" in result.error

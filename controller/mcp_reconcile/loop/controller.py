@@ -32,7 +32,7 @@ from mcp_reconcile.loop.exits import ExitWatcher
 from mcp_reconcile.loop.health import HealthMonitor
 from mcp_reconcile.loop.queue import QueueShutDown, WorkQueue
 from mcp_reconcile.loop.watch import ManifestWatcher
-from mcp_reconcile.model import ActionKind, DesiredState, Observed, ServerSpec
+from mcp_reconcile.model import ActionKind, BackoffSpec, DesiredState, Observed, ServerSpec
 from mcp_reconcile.observe import observe_server, with_memory
 from mcp_reconcile.plan import plan
 from mcp_reconcile.readiness import record_status
@@ -65,6 +65,7 @@ class Controller:
         self.desired: dict[str, ServerSpec] = {}
         self.protected: set[str] = set()
         self.backoff: dict[str, BackoffState] = {}
+        self._policies: dict[BackoffSpec, Backoff] = {}
         self.missing_since: dict[str, float] = {}   # servers whose manifest vanished, since when (clock)
         self.alerts = AlertSink(opts.webhook_url)
         self.log = events.get_logger()
@@ -136,9 +137,11 @@ class Controller:
 
     # the per-server pass ------------------------------------------------------------------------
     def _policy(self, name: str) -> Backoff:
-        b = self.desired[name].restart_backoff if name in self.desired else None
-        return Backoff(initial_s=b.initial_s, max_s=b.max_s, reset_after_s=b.reset_after_s) if b else \
-            Backoff(initial_s=1.0, max_s=60.0, reset_after_s=120.0)
+        spec = self.desired.get(name)
+        b = spec.restart_backoff if spec else BackoffSpec()
+        if b not in self._policies:   # one policy object per distinct restartBackoff block
+            self._policies[b] = Backoff(initial_s=b.initial_s, max_s=b.max_s, reset_after_s=b.reset_after_s)
+        return self._policies[b]
 
     def _observe(self, name: str) -> Any:
         obs = with_memory(observe_server(self.state, name), self.ledger.get(name))

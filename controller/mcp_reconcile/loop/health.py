@@ -1,4 +1,4 @@
-"""Periodic MCP health probes: one task per running server, one shared HTTP pool (SPEC §7 probe budget).
+"""Periodic MCP health probes: one task and one kept-alive connection per running server (SPEC §7 probe budget).
 
 The first probe runs at once (Starting -> Running needs it); then every `interval_s`. Results go to a
 callback; the controller decides what they mean (thresholds, restarts, phases).
@@ -11,10 +11,8 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
 from mcp_reconcile.loop.clock import Clock
-from mcp_reconcile.probe import LeanProbe, new_client
+from mcp_reconcile.probe import LeanProbe
 
 
 class HealthMonitor:
@@ -22,7 +20,6 @@ class HealthMonitor:
         self._clock = clock
         self._on_result = on_result
         self._tasks: dict[str, tuple[str, asyncio.Task[None]]] = {}
-        self._client: httpx.AsyncClient | None = None   # one pool for every server's probes
 
     def ensure(self, name: str, endpoint: str, *, interval_s: float, timeout_s: float) -> None:
         """Probe `name` at `endpoint`; a new endpoint (new runner) replaces the old probe task."""
@@ -43,9 +40,7 @@ class HealthMonitor:
         return set(self._tasks)
 
     async def _probe_loop(self, name: str, endpoint: str, interval_s: float, timeout_s: float) -> None:
-        if self._client is None:
-            self._client = new_client()
-        session = LeanProbe(endpoint, self._client)
+        session = LeanProbe(endpoint)
         try:
             while True:
                 result = await session.probe(timeout_s)
@@ -61,6 +56,3 @@ class HealthMonitor:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
