@@ -117,6 +117,7 @@ async def _apply(opts: Options, state: StateDir) -> int:
     log.info("plan.computed", actions=len(the_plan.actions), summary=render.summary_line(the_plan))
     outcomes: list[Outcome] = []
     effects = HostEffects(state, ledger, check_prerequisites=not (opts.force or opts.skip_prerequisites),
+                          continue_past_failed_tests=opts.force,
                           withheld_env={v for spec in specs.values() for v in spec.env_refs},
                           spawner=RunnerSpawner(state.root))
     if the_plan.has_changes:

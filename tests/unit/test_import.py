@@ -17,7 +17,8 @@ FOREIGN = sorted(p.name for p in FIXTURES.glob("*.json"))
 KEY = b"k" * 32
 ENV = {"EVERYTHING_TOKEN": "tok-123456", "OPENWEATHER_API_KEY": "ow-123456", "WEATHER_REGION": "eu",
        "CACHE_DIR": "/tmp/c", "PGPASSWORD": "pw-123456", "PGUSER": "me", "PG_DSN_TOKEN": "dsn-123456",
-       "BRAVE_API_KEY": "brave-123456", "GITHUB_TOKEN": "gh-123456", "API_KEY": "api-123456"}
+       "BRAVE_API_KEY": "brave-123456", "GITHUB_TOKEN": "gh-123456", "API_KEY": "api-123456",
+       "WEATHER_API_KEY": "w-123456"}
 
 
 def _plan_lines(paths: list[str]) -> tuple[list[str], str]:
@@ -86,3 +87,14 @@ def test_literal_secrets_of_a_client_config_never_land_in_a_manifest(tmp_path: P
     printed = capsys.readouterr()
     assert "ghp-literal-SECRET-42" not in printed.out + printed.err
     assert "GITHUB_TOKEN: ${GITHUB_TOKEN}" in printed.out
+
+
+def test_the_legacy_config_flag_plans_from_servers_config_json(capsys: pytest.CaptureFixture[str],
+                                                              tmp_path: Path, monkeypatch) -> None:
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    code = cli.main(["--config", str(FIXTURES / "servers_config.json"), "--dry-run", "--state-dir",
+                     str(tmp_path / "state")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "+ install   filesystem" in out and "Plan:" in out

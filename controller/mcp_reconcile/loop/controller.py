@@ -60,6 +60,7 @@ class Controller:
         self.notifier = Notifier(unset_environment=True)
         self.effects = HostEffects(state, self.ledger,
                                    check_prerequisites=not (opts.force or opts.skip_prerequisites),
+                                   continue_past_failed_tests=opts.force,
                                    install_slots=asyncio.Semaphore(max(1, opts.max_parallel_installs)),
                                    spawner=RunnerSpawner(state.root))
         self.desired: dict[str, ServerSpec] = {}
