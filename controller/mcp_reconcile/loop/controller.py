@@ -266,6 +266,16 @@ class Controller:
             self.ready_sent = True
             self.notifier.ready(self.summary())
             self.log.info("controller.ready", summary=self.summary())
+            if self.opts.test_after:   # --test / --all: the suite once, after the first pass
+                self._tests = asyncio.create_task(self._run_tests_once())
+
+    async def _run_tests_once(self) -> None:
+        from mcp_reconcile.testcmd import run_tests_async
+
+        try:
+            await run_tests_async(self.opts, self.state, dict(self.desired), ledger=self.ledger, holding_lock=True)
+        except Exception as exc:  # the suite must never take the controller down
+            self.log.exception("test.crashed", error=str(exc))
 
     # housekeeping -------------------------------------------------------------------------------
     def summary(self) -> str:
