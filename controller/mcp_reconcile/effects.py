@@ -98,7 +98,8 @@ class HostEffects:
                            runtime_digests={k: v for k, v in spec.digests.items()
                                             if any(k == f or k.startswith(f + ".") for f in RUNTIME_FIELDS)},
                            stop_timeout_s=spec.stop_timeout_s, tested_generation=None, test_passed=None,
-                           healthy=None, consecutive_probe_failures=0, stopped=False, last_exit=None)
+                           healthy=None, consecutive_probe_failures=0, stopped=False, last_exit=None,
+                           failed_reason=None)
         self.ledger.save()  # status must not show the old process's health for the new one
         try:
             run = await self.wait_until_serving(spec.name, child, ready_r, timeout_s=timeout + RUNNER_STOP_SLACK_S)

@@ -32,7 +32,7 @@ from mcp_reconcile.loop.exits import ExitWatcher
 from mcp_reconcile.loop.health import HealthMonitor
 from mcp_reconcile.loop.queue import QueueShutDown, WorkQueue
 from mcp_reconcile.loop.watch import ManifestWatcher
-from mcp_reconcile.model import ActionKind, BackoffSpec, DesiredState, Observed, ServerSpec
+from mcp_reconcile.model import ActionKind, BackoffSpec, DesiredState, Observed, RestartPolicy, ServerSpec
 from mcp_reconcile.observe import observe_server, with_memory
 from mcp_reconcile.plan import plan
 from mcp_reconcile.readiness import record_status
@@ -207,6 +207,9 @@ class Controller:
         spec = self.desired.get(name)
         if spec and spec.desired_state is DesiredState.running:
             self._failed(name, f"server exited ({reason})")
+            code = obs.last_exit_code
+            if code and (spec.restart_policy is RestartPolicy.Never):
+                self.ledger.update(name, failed_reason=f"exited with code {code} (restartPolicy Never)")
         self.ledger.update(name, last_exit={"code": obs.last_exit_code, "reason": reason, "at": time.time()},
                            healthy=None, consecutive_probe_failures=0)
 
