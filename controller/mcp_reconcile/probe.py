@@ -119,12 +119,21 @@ class ProbeFailed(Exception):
         self.status, self.code = status, code
 
 
+def _sse_data(text: str) -> list[str]:
+    """The data of each server-sent event (multi-line data joined; priming events give "")."""
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        lines = [line[5:].removeprefix(" ") for line in block.split("\n") if line.startswith("data:")]
+        if lines:
+            events.append("\n".join(lines).strip())
+    return events
+
+
 def _result_of(response: Response, request_id: int) -> Any:
     """The JSON-RPC result in a response (JSON or an SSE stream), or ProbeFailed saying what came back."""
     try:
         if response.headers.get("content-type", "").startswith("text/event-stream"):
-            messages = [json.loads(line[5:]) for line in response.content.decode(errors="replace").splitlines()
-                        if line.startswith("data:")]
+            messages = [json.loads(data) for data in _sse_data(response.content.decode(errors="replace")) if data]
         else:
             messages = [json.loads(response.content)] if response.content else []
     except ValueError:
@@ -153,7 +162,9 @@ class LeanProbe:
         self.protocol_version: str | None = None
         self._session: str | None = None
 
-    def _session_headers(self) -> dict[str, str]:
+    def _session_headers(self, method: str | None = None) -> dict[str, str]:
+        if method == "server/discover":   # the 2026-07-28 HTTP transport names version and method in headers
+            return {**self._headers, "MCP-Protocol-Version": STATELESS_VERSION, "Mcp-Method": method}
         if not self._session:
             return self._headers
         return {**self._headers, "Mcp-Session-Id": self._session,
@@ -164,7 +175,7 @@ class LeanProbe:
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
         if params is not None:
             message["params"] = params
-        response = await self._http.request("POST", self._session_headers(), json.dumps(message).encode(),
+        response = await self._http.request("POST", self._session_headers(method), json.dumps(message).encode(),
                                             timeout_s)
         if method == "initialize" and response.status_code == 200:
             self._session = response.headers.get("mcp-session-id")
@@ -214,12 +225,19 @@ class LeanProbe:
                 self._session, self.era = None, None   # a new runner: its sessions and era are new
                 await self._probe_once(max(0.001, timeout_s - (time.perf_counter() - started)))
         except ProbeFailed as exc:
-            return self._result(False, error=str(exc))
+            return self._failed(str(exc))
         except TimeoutError:
-            return self._result(False, error=f"no answer within {timeout_s:g} s")
+            return self._failed(f"no answer within {timeout_s:g} s")
         except (OSError, h11.ProtocolError) as exc:
-            return self._result(False, error=f"{type(exc).__name__}: {exc}")
+            return self._failed(f"{type(exc).__name__}: {exc}")
         return self._result(True, latency_ms=round((time.perf_counter() - started) * 1000, 3))
+
+    def _failed(self, error: str) -> ProbeResult:
+        """A failed probe; the next one starts afresh (a restarted server knows neither session nor era:
+        some answer an unknown session with 404, others with 400)."""
+        result = self._result(False, error=error)
+        self._session, self.era = None, None
+        return result
 
     def _result(self, ok: bool, *, latency_ms: float | None = None, error: str | None = None) -> ProbeResult:
         return ProbeResult(ok, latency_ms, self.era, self.protocol_version, error)

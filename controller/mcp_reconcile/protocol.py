@@ -8,10 +8,6 @@ stateless (2026-07-28) one, where ping no longer exists. Importing this module i
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import math
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,7 +19,7 @@ from mcp.client.streamable_http import streamable_http_client
 from pydantic import ValidationError
 
 from mcp_reconcile.errors import ProbeError
-from mcp_reconcile.probe import HANDSHAKE, STATELESS, ProbeResult
+from mcp_reconcile.probe import HANDSHAKE, STATELESS
 
 # Connect/write bound of the HTTP client; reads stay long for server-sent event streams (SDK defaults).
 HTTP_TIMEOUT_S = 30.0
@@ -116,121 +112,3 @@ async def list_tools_at(endpoint: str, *, token: str | None = None, timeout_s: f
     except Exception as exc:
         reason = _with_status(describe_error(exc, timeout_s=timeout_s), http_errors, 0)
         raise ProbeError(endpoint, f"tools/list: {reason}") from exc
-
-
-_Request = tuple[float, "asyncio.Future[ProbeResult]"]
-
-
-class ProbeSession:
-    """One MCP session per server, kept open between probes (SPEC appendix: probe budget).
-
-    A worker task owns the SDK client, because the SDK's task groups must be entered and left by
-    one task; `probe()` hands it requests through a queue. After a failed probe the worker drops
-    the session and the next probe connects afresh, so a restarted runner is picked up.
-    """
-
-    def __init__(self, endpoint: str, *, token: str | None = None) -> None:
-        self.endpoint = endpoint
-        self._token = token
-        self._requests: asyncio.Queue[_Request | None] = asyncio.Queue()
-        self._worker: asyncio.Task[None] | None = None
-        self._current: asyncio.Future[ProbeResult] | None = None
-        self._http_errors: list[int] = []
-        self._closed = False
-        self.era: str | None = None
-        self.protocol_version: str | None = None
-
-    def _result(self, ok: bool, latency_ms: float | None = None, error: str | None = None) -> ProbeResult:
-        return ProbeResult(ok, latency_ms, self.era, self.protocol_version, error)
-
-    async def probe(self, timeout_s: float) -> ProbeResult:
-        """Ping (handshake era) or server/discover (stateless era) within `timeout_s`; never raises.
-
-        The first probe, and the first after a failure, includes connecting in its `timeout_s`.
-        """
-        if self._closed:
-            return self._result(False, error="probe session is closed")
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._serve(), name=f"probe {self.endpoint}")
-        future: asyncio.Future[ProbeResult] = asyncio.get_running_loop().create_future()
-        self._requests.put_nowait((timeout_s, future))
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout_s + PROBE_GRACE_S)
-        except TimeoutError:
-            return self._result(False, error=f"no answer within {timeout_s:g} s")
-        except Exception as exc:  # the worker broke: report it as a failed probe
-            return self._result(False, error=describe_error(exc))
-        finally:
-            future.cancel()  # a no-op when answered; otherwise the worker skips it
-
-    async def aclose(self) -> None:
-        """Close the session (bounded); later probes fail without connecting."""
-        self._closed = True
-        worker, self._worker = self._worker, None
-        if worker is None or worker.done():
-            return
-        self._requests.put_nowait(None)
-        try:
-            await asyncio.wait_for(asyncio.shield(worker), CLOSE_TIMEOUT_S)
-        except (TimeoutError, Exception):
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await worker
-
-    def _settle(self, result: ProbeResult) -> None:
-        future, self._current = self._current, None
-        if future is not None and not future.done():
-            future.set_result(result)
-
-    async def _next_request(self) -> _Request | None:
-        """The next probe whose caller still waits, or None when close was asked."""
-        while (request := await self._requests.get()) is not None:
-            if not request[1].done():
-                return request
-        return None
-
-    async def _serve(self) -> None:
-        while (request := await self._next_request()) is not None:
-            if not await self._session(request):
-                return
-
-    async def _session(self, first: _Request) -> bool:
-        """Connect, then answer probes until one fails (True: go on) or close is asked (False)."""
-        timeout_s, self._current = first
-        deadline = anyio.current_time() + timeout_s
-        go_on = True
-        self._http_errors.clear()
-        try:
-            with anyio.CancelScope(deadline=deadline) as scope:
-                async with endpoint_client(self.endpoint, token=self._token, http_errors=self._http_errors) as client:
-                    scope.deadline = math.inf
-                    self.era, self.protocol_version = era_of(client), client.protocol_version
-                    while True:
-                        result = await self._probe_once(client, deadline, timeout_s)
-                        self._settle(result)
-                        if not result.ok:
-                            break
-                        request = await self._next_request()
-                        if request is None:
-                            go_on = False
-                            break
-                        timeout_s, self._current = request
-                        deadline = anyio.current_time() + timeout_s
-                    scope.deadline = anyio.current_time() + CLOSE_TIMEOUT_S  # bound the session's close
-            if scope.cancelled_caught:
-                self._settle(self._result(False, error=f"no session within {timeout_s:g} s"))
-        except Exception as exc:
-            error = _with_status(describe_error(exc, timeout_s=timeout_s), self._http_errors, 0)
-            self._settle(self._result(False, error=error))
-        return go_on
-
-    async def _probe_once(self, client: Client, deadline: float, timeout_s: float) -> ProbeResult:
-        started = time.monotonic()
-        errors_before = len(self._http_errors)
-        try:
-            with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
-                await cheap_request(client)
-        except Exception as exc:
-            error = _with_status(describe_error(exc, timeout_s=timeout_s), self._http_errors, errors_before)
-            return self._result(False, error=error)
-        return self._result(True, latency_ms=(time.monotonic() - started) * 1000)

@@ -27,7 +27,8 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSI
 from mcp_reconcile.mcptest import ServerReport, Status, SuiteOptions, Target, run_suite, write_json_report, write_junit
 from mcp_reconcile.mcptest.model import AUTH, COMMUNICATION, ERROR_HANDLING, STARTUP
 from mcp_reconcile.model import LaunchSpec
-from mcp_reconcile.protocol import ProbeSession, list_tools_at
+from mcp_reconcile.probe import LeanProbe
+from mcp_reconcile.protocol import list_tools_at
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -229,7 +230,7 @@ async def test_a_reference_server_passes_every_check_and_reports_its_era(servers
 
 async def test_probes_of_server_everythings_own_endpoint_reuse_a_session_and_reconnect(servers: Servers) -> None:
     port = free_port()
-    session = ProbeSession(f"http://127.0.0.1:{port}/mcp")
+    session = LeanProbe(f"http://127.0.0.1:{port}/mcp")
     try:
         with everything_http(servers, port) as server:
             first = await session.probe(PROBE_TIMEOUT_S)
@@ -252,8 +253,8 @@ async def test_probes_of_server_everythings_own_endpoint_reuse_a_session_and_rec
 async def test_a_stateless_endpoint_is_probed_with_server_discover_and_guarded_by_its_token(servers: Servers) -> None:
     port = free_port()
     with modern_http(servers, port, TOKEN) as server:
-        with_token = ProbeSession(server.url, token=TOKEN)
-        without = ProbeSession(server.url)
+        with_token = LeanProbe(server.url, token=TOKEN)
+        without = LeanProbe(server.url)
         try:
             ok = await with_token.probe(PROBE_TIMEOUT_S)
             again = await with_token.probe(PROBE_TIMEOUT_S)
@@ -264,7 +265,7 @@ async def test_a_stateless_endpoint_is_probed_with_server_discover_and_guarded_b
         assert await list_tools_at(server.url, token=TOKEN) == ["add"]
     assert ok.ok and again.ok, (ok, again)
     assert (ok.era, ok.protocol_version) == ("stateless", "2026-07-28")
-    assert not refused.ok and "(HTTP 401)" in (refused.error or ""), refused
+    assert not refused.ok and "HTTP 401" in (refused.error or ""), refused
 
 
 async def test_with_an_endpoint_and_a_token_the_session_checks_use_the_endpoint_and_auth_runs(servers: Servers) -> None:

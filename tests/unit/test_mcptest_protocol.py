@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from mcp_reconcile.errors import ProbeError
-from mcp_reconcile.protocol import ProbeSession, describe_error, list_tools_at
+from mcp_reconcile.protocol import describe_error, list_tools_at
 
 pytestmark = pytest.mark.anyio
 
@@ -24,27 +24,6 @@ def dead_endpoint() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}/mcp"
-
-
-async def test_a_probe_of_an_endpoint_nobody_serves_fails_without_raising(dead_endpoint: str) -> None:
-    session = ProbeSession(dead_endpoint)
-    try:
-        first = await session.probe(2.0)
-        second = await session.probe(2.0)
-    finally:
-        await session.aclose()
-    for result in (first, second):
-        assert not result.ok
-        assert result.latency_ms is None and result.era is None
-        assert "Connect" in (result.error or "")
-
-
-async def test_a_closed_probe_session_answers_without_connecting(dead_endpoint: str) -> None:
-    session = ProbeSession(dead_endpoint)
-    await session.aclose()
-    result = await session.probe(1.0)
-    assert (result.ok, result.error) == (False, "probe session is closed")
-    await session.aclose()  # twice is fine
 
 
 async def test_list_tools_at_an_endpoint_nobody_serves_is_a_probe_error(dead_endpoint: str) -> None:
