@@ -7,13 +7,12 @@ liveness sockets of tests/fixtures/servers prove that no process outlives a suit
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
+import liveness  # tests/fixtures/servers is on pytest's pythonpath (pyproject)
 import pytest
 
 from mcp_reconcile.mcptest import ServerReport, Status, SuiteOptions, Target, run_suite
@@ -36,17 +35,6 @@ FAST = {"startup_timeout_s": 10.0, "request_timeout_s": 5.0, "shutdown_timeout_s
 # Bound on a fault server's process ending once the suite is done (it was SIGKILLed at the latest).
 GONE_TIMEOUT_S = 10.0
 
-
-def _load_liveness() -> ModuleType:
-    """tests/fixtures/servers is not a package: load its liveness helper by path."""
-    spec = importlib.util.spec_from_file_location("mcptest_chaos_liveness", SERVERS / "liveness.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-liveness = _load_liveness()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -54,14 +53,8 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = WAIT_S, what: st
 
 
 def wait_gone(pid: int, timeout_s: float = WAIT_S) -> bool:
-    """Wait for any pid (not our child either) to exit, on its pidfd."""
-    fd = proc.pidfd_wait(pid)
-    if fd is None:
-        return True
-    try:
-        return bool(select.select([fd], [], [], timeout_s)[0])
-    finally:
-        os.close(fd)
+    """Wait for any pid (child or not) to exit, on its pidfd."""
+    return proc.wait_pid_gone(pid, timeout_s)
 
 
 def is_gone(pid: int) -> bool:

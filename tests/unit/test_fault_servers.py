@@ -8,7 +8,6 @@ process group, so a forked grandchild cannot outlive a test.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import select
@@ -18,10 +17,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import jsonschema
+import liveness  # tests/fixtures/servers is on pytest's pythonpath (pyproject)
 import pytest
 
 from mcp_reconcile.proc import signal_group
@@ -30,17 +29,6 @@ SERVERS_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "servers"
 WAIT_S = 10.0  # bound on every wait for an event: generous, since other test runs share the 2 cores
 Json = dict[str, Any]
 
-
-def _load_liveness() -> ModuleType:
-    """tests/fixtures/servers is not a package: load its liveness helper by path."""
-    spec = importlib.util.spec_from_file_location("fault_servers_liveness", SERVERS_DIR / "liveness.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-liveness = _load_liveness()
 
 
 class Pipe:

@@ -8,7 +8,6 @@ kills what it started even when it fails.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import select
@@ -19,8 +18,8 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 
+import liveness  # tests/fixtures/servers is on pytest's pythonpath (pyproject)
 import psutil
 import pytest
 
@@ -29,17 +28,6 @@ from mcp_reconcile import proc
 SERVERS_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "servers"
 WAIT_S = 15.0  # bound on every wait for an event: generous, since other test runs share the 2 cores
 
-
-def _load_liveness() -> ModuleType:
-    """tests/fixtures/servers is not a package: load its liveness helper by path."""
-    spec = importlib.util.spec_from_file_location("proc_test_liveness", SERVERS_DIR / "liveness.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-liveness = _load_liveness()
 
 
 def fault_server(name: str) -> list[str]:
@@ -65,13 +53,7 @@ def wait_until(predicate: Callable[[], object], timeout_s: float = WAIT_S) -> No
 
 def wait_gone(pid: int, timeout_s: float = WAIT_S) -> bool:
     """Wait for any pid (child or not) to exit, on its pidfd."""
-    fd = proc.pidfd_wait(pid)
-    if fd is None:
-        return True
-    try:
-        return bool(select.select([fd], [], [], timeout_s)[0])
-    finally:
-        os.close(fd)
+    return proc.wait_pid_gone(pid, timeout_s)
 
 
 @pytest.fixture
