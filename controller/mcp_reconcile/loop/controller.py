@@ -67,7 +67,8 @@ class Controller:
         self.protected: set[str] = set()
         self.backoff: dict[str, BackoffState] = {}
         self._policies: dict[BackoffSpec, Backoff] = {}
-        self.missing_since: dict[str, float] = {}   # servers whose manifest vanished, since when (clock)
+        self.missing_since: dict[str, float] = {}
+        self.removed_specs: dict[str, ServerSpec] = {}   # servers whose manifest vanished, since when (clock)
         self.alerts = AlertSink(opts.webhook_url)
         self.log = events.get_logger()
         self.first_pass: set[str] = set()
@@ -102,6 +103,10 @@ class Controller:
                    if n not in merged or n not in self.desired or merged[n].generation != self.desired[n].generation
                    or merged[n].desired_state != self.desired[n].desired_state}
         self.protected = desired.protected - set(keep)
+        # specs of removed servers, until they are gone: their dependsOn still orders their stops
+        self.removed_specs.update({n: spec for n, spec in self.desired.items() if n not in merged})
+        for name in merged:
+            self.removed_specs.pop(name, None)
         self.desired = merged
         self.effects.withheld_env = {v for spec in merged.values() for v in spec.env_refs}
         if changed:
@@ -161,6 +166,17 @@ class Controller:
                 waiting.append(dep)
         return waiting
 
+    def _running_dependents_to_stop(self, name: str) -> list[str]:
+        """Running servers that depend on `name` and are not meant to keep running."""
+        found = []
+        for other, spec in {**self.removed_specs, **self.desired}.items():
+            if other == name or name not in spec.depends_on:
+                continue
+            keeps_running = other in self.desired and self.desired[other].desired_state is DesiredState.running
+            if not keeps_running and observe_server(self.state, other).running:
+                found.append(other)
+        return found
+
     async def reconcile(self, name: str) -> None:
         spec = self.desired.get(name)
         if name in self.protected:
@@ -179,6 +195,14 @@ class Controller:
             self.queue.add(name, after_s=DEPENDENCY_WAIT_S)
             the_plan = replace(the_plan, actions=tuple(a for a in the_plan.actions if a not in starts
                                                        and a.kind is not ActionKind.test))
+        stops = [a for a in the_plan.actions if a.kind in (ActionKind.stop, ActionKind.uninstall)]
+        dependents = self._running_dependents_to_stop(name) if stops else []
+        if dependents:   # dependsOn: stopped before what they depend on
+            self.log.info("server.waiting", server=name, reason=f"dependents stop first: {dependents}")
+            for other in dependents:
+                self.queue.add(other)
+            self.queue.add(name, after_s=DEPENDENCY_WAIT_S)
+            the_plan = replace(the_plan, actions=tuple(a for a in the_plan.actions if a not in stops))
         if the_plan.actions:
             self.log.info("plan.computed", server=name, summary=render.summary_line(the_plan),
                           actions=[f"{a.kind.value}: {a.reason}" for a in the_plan.actions])
@@ -260,6 +284,7 @@ class Controller:
                         self.queue.add(other.name)
         if spec is None and not obs.installed and not obs.running:
             self.ledger.forget(name)
+            self.removed_specs.pop(name, None)
         self.ledger.save()
 
     def _first_pass_done(self, name: str) -> None:
