@@ -220,6 +220,9 @@ def build_spec(doc: dict[str, Any], *, origin: Origin, environ: Mapping[str, str
     if cwd:
         cwd = str((base / os.path.expanduser(cwd)).resolve())
 
+    if spec.get("transport", "stdio") != "stdio":
+        raise ManifestError("only stdio servers are run for now; every server is served over Streamable HTTP by "
+                            "its runner at http://127.0.0.1:PORT/mcp anyway", json_path="spec.transport")
     health = spec.get("health", {})
     backoff = spec.get("restartBackoff", {})
     if backoff.get("maxSeconds", 60.0) < backoff.get("initialSeconds", 1.0):

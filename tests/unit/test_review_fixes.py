@@ -252,3 +252,18 @@ def test_a_runner_exit_recorded_during_a_pass_is_still_reconciled(
         runner.kill()
         runner.wait(timeout=30)
     assert name == "a"
+
+
+def test_a_server_over_streamable_http_is_refused_rather_than_silently_run_over_stdio(write_manifest, run_cli) -> None:
+    path = write_manifest("""
+        apiVersion: mcp-reconcile/v1
+        kind: MCPServer
+        metadata: {name: web}
+        spec:
+          source: {npm: "@scope/web@1.0.0"}
+          transport: streamable-http
+          port: 8080
+    """)
+    code, _out, err = run_cli(["validate", "-f", str(path)])
+    assert code == 1
+    assert "spec.transport: only stdio servers are run for now" in err and "Traceback" not in err
