@@ -50,3 +50,8 @@ class Ledger:
     def save(self) -> None:
         self.data["updated_at"] = time.time()
         write_json_atomic(self.state.state_file, self.data)
+
+
+def is_ready(entry: dict[str, Any]) -> bool:
+    """The Ready condition a pass recorded for a server (see readiness.record_status)."""
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in entry.get("conditions", []))

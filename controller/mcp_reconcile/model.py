@@ -210,9 +210,6 @@ class Plan:
     def has_changes(self) -> bool:
         return bool(self.actions)
 
-    def for_server(self, name: str) -> tuple[Action, ...]:
-        return tuple(a for a in self.actions if a.server == name)
-
     def count(self, *kinds: ActionKind) -> int:
         return sum(1 for a in self.actions if a.kind in kinds)
 
@@ -224,8 +221,7 @@ class Condition:
     type: str      # Installed | Running | Healthy | Tested | Ready
     status: str    # "True" | "False" | "Unknown"
     reason: str
-    message: str = ""
-    last_transition_time: float = 0.0
+    message: str = ""   # transition times are kept by readiness.record_status, which sees the previous state
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,6 @@ def plan_server(spec: ServerSpec, obs: ObservedServer, *, now: float) -> tuple[l
     """Actions for one declared server, unordered across servers."""
     actions: list[Action] = []
     name = spec.name
-    wants_install = spec.desired_state is not DesiredState.absent
     if spec.desired_state is DesiredState.absent:
         if obs.running:
             actions.append(Action(ActionKind.stop, name, "desiredState is absent"))
@@ -46,7 +45,7 @@ def plan_server(spec: ServerSpec, obs: ObservedServer, *, now: float) -> tuple[l
         return actions, None
 
     reinstalled = False
-    if wants_install and not obs.installed:
+    if not obs.installed:
         actions.append(Action(ActionKind.install, name, f"{'new server' if _is_new(obs) else 'not installed'}: "
                                                         f"{spec.source}"))
         reinstalled = True

@@ -25,7 +25,7 @@ from mcp_reconcile.apply import Limits, apply_plan
 from mcp_reconcile.cli import Options
 from mcp_reconcile.desired import load_desired
 from mcp_reconcile.effects import HostEffects
-from mcp_reconcile.ledger import Ledger
+from mcp_reconcile.ledger import Ledger, is_ready
 from mcp_reconcile.loop.backoff import Backoff, BackoffState
 from mcp_reconcile.loop.clock import Clock, SystemClock
 from mcp_reconcile.loop.exits import ExitWatcher
@@ -149,20 +149,20 @@ class Controller:
             self._policies[b] = Backoff(initial_s=b.initial_s, max_s=b.max_s, reset_after_s=b.reset_after_s)
         return self._policies[b]
 
-    def _observe(self, name: str) -> Any:
-        obs = with_memory(observe_server(self.state, name), self.ledger.get(name))
+    def _observe(self, name: str, records: Any = None) -> Any:
+        """Records (read now unless given) + what the ledger remembers + the backoff in memory."""
+        obs = with_memory(records or observe_server(self.state, name), self.ledger.get(name))
         b = self.backoff.get(name)
         return replace(obs, backoff_until=b.until if b and b.until else None)
 
-    def _deps_ready(self, spec: ServerSpec) -> list[str]:
+    def _dependencies_not_ready(self, spec: ServerSpec) -> list[str]:
+        """The dependencies (meant to run) that are not Ready yet."""
         waiting = []
         for dep in spec.depends_on:
             dep_spec = self.desired.get(dep)
             if dep_spec is None or dep_spec.desired_state is not DesiredState.running:
                 continue   # a dependency that is not meant to run cannot be waited for (apply starts anyway)
-            entry = self.ledger.get(dep)
-            ready = any(c["type"] == "Ready" and c["status"] == "True" for c in entry.get("conditions", []))
-            if not ready:
+            if not is_ready(self.ledger.get(dep)):
                 waiting.append(dep)
         return waiting
 
@@ -184,14 +184,16 @@ class Controller:
         fresh = observe_server(self.state, name)   # the records alone: an exit not counted yet is still there
         if fresh.last_exit_code is not None or fresh.stale_run_record:
             await self._note_exit(name, fresh)
-        obs = self._observe(name)
+            fresh = observe_server(self.state, name)
+        obs = self._observe(name, fresh)
         desired = {name: spec} if spec else {}
         the_plan = plan(desired, Observed(MappingProxyType({name: obs})), now=self.clock.now())
         for d in the_plan.deferred:
             self.queue.add(name, after_s=max(0.0, d.until - self.clock.now()))
         starts = [a for a in the_plan.actions if a.kind in (ActionKind.start, ActionKind.restart)]
-        if spec and starts and self._deps_ready(spec):
-            self.log.info("server.waiting", server=name, reason=f"dependencies not Ready: {self._deps_ready(spec)}")
+        waiting_for = self._dependencies_not_ready(spec) if spec and starts else []
+        if waiting_for:
+            self.log.info("server.waiting", server=name, reason=f"dependencies not Ready: {waiting_for}")
             self.queue.add(name, after_s=DEPENDENCY_WAIT_S)
             the_plan = replace(the_plan, actions=tuple(a for a in the_plan.actions if a not in starts
                                                        and a.kind is not ActionKind.test))
@@ -308,9 +310,7 @@ class Controller:
     # housekeeping -------------------------------------------------------------------------------
     def summary(self) -> str:
         phases = [self.ledger.get(n).get("phase", "Pending") for n in self.ledger.names()]
-        ready = sum(1 for n in self.ledger.names()
-                    if any(c["type"] == "Ready" and c["status"] == "True"
-                           for c in self.ledger.get(n).get("conditions", [])))
+        ready = sum(1 for n in self.ledger.names() if is_ready(self.ledger.get(n)))
         failing = sum(1 for p in phases if p in ("Failed", "CrashLoopBackOff", "Degraded"))
         return f"{len(phases)} servers: {ready} ready, {failing} failing"
 

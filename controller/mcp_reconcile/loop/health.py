@@ -36,9 +36,6 @@ class HealthMonitor:
         if current:
             current[1].cancel()
 
-    def watching(self) -> set[str]:
-        return set(self._tasks)
-
     async def _probe_loop(self, name: str, endpoint: str, interval_s: float, timeout_s: float) -> None:
         session = LeanProbe(endpoint)
         try:
