@@ -116,7 +116,8 @@ async def _apply(opts: Options, state: StateDir) -> int:
     _say(render.plan_text(the_plan))
     log.info("plan.computed", actions=len(the_plan.actions), summary=render.summary_line(the_plan))
     outcomes: list[Outcome] = []
-    effects = HostEffects(state, ledger, check_prerequisites=not (opts.force or opts.skip_prerequisites),
+    # prerequisites were checked above for every server (or skipped on purpose): installs need not repeat it
+    effects = HostEffects(state, ledger, check_prerequisites=False,
                           continue_past_failed_tests=opts.force,
                           withheld_env={v for spec in specs.values() for v in spec.env_refs},
                           spawner=RunnerSpawner(state.root))

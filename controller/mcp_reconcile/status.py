@@ -54,12 +54,12 @@ def process_stats(pid: int | None) -> dict[str, Any]:
 
 def collect(opts: Options) -> list[dict[str, Any]]:
     state = StateDir(opts.state_dir)
+    ledger = Ledger(state)
     specs: dict[str, Any] = {}
     try:
-        specs = load_desired(opts.manifest_paths(), state, create_key=False).load.by_name
+        specs = load_desired(opts.manifest_paths(), state, create_key=False, ledger=ledger).load.by_name
     except McpReconcileError:
         specs = {}  # status shows what runs even when the manifests cannot be read
-    ledger = Ledger(state)
     observed = observe(state, specs, ledger=ledger)
     rows = []
     for name, obs in observed.servers.items():
