@@ -75,11 +75,17 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
+# How much of a leftover's command line a shutdown failure shows.
+LEFTOVER_CMDLINE_CHARS = 120
+
+
 def _name(process: psutil.Process) -> str:
+    """`pid cmdline` with directories dropped from paths, so the program and its script both fit."""
     try:
-        return f"{process.pid} {' '.join(process.cmdline())[:80]}"
+        words = [Path(word).name if word.startswith("/") else word for word in process.cmdline()]
     except psutil.Error:
         return str(process.pid)
+    return f"{process.pid} {' '.join(words)[:LEFTOVER_CMDLINE_CHARS]}"
 
 
 async def check_shutdown(proc: ServerProcess, *, timeout_s: float) -> CheckResult:
