@@ -23,6 +23,7 @@ async def test_one(spec: ServerSpec, state: StateDir, base_env: Mapping[str, str
                    force: bool = False) -> Any:
     """Run the suite against one installed server; returns the mcptest ServerReport."""
     from mcp_reconcile.mcptest.model import SuiteOptions, Target
+    from mcp_reconcile.mcptest.report import redacted
     from mcp_reconcile.mcptest.suite import run_suite
 
     record = state.read_install(spec.name)
@@ -32,7 +33,8 @@ async def test_one(spec: ServerSpec, state: StateDir, base_env: Mapping[str, str
     run = state.read_run(spec.name) or {}
     endpoint = run.get("endpoint") if run.get("state") == "running" else None
     target = Target.from_spec(spec, launch, endpoint=endpoint)
-    report = await run_suite(target, SuiteOptions(force=force, log_dir=state.root / "logs" / "tests"))
+    report = redacted(await run_suite(target, SuiteOptions(force=force, log_dir=state.root / "logs" / "tests")),
+                      events.REDACTOR.scrub)
     log = events.get_logger()
     for check in report.checks:
         status = getattr(check.status, "value", check.status)
@@ -52,6 +54,9 @@ async def run_tests_async(opts: Options, state: StateDir, specs: Mapping[str, Se
     if unknown:
         print(f"error: no manifest declares {', '.join(unknown)}", file=sys.stderr)
         return render.EXIT_ERROR
+    from mcp_reconcile.mcptest.model import ServerReport
+
+    unready: dict[str, str] = {}  # server -> why it cannot be tested; it is reported failed, the others go on
     missing = [n for n in names if not state.read_install(n)]
     if missing:
         with contextlib.nullcontext() if holding_lock else state.locked():
@@ -61,14 +66,17 @@ async def run_tests_async(opts: Options, state: StateDir, specs: Mapping[str, Se
                     await install.ensure_installed(specs[name], state)
                 except McpReconcileError as exc:
                     print(f"error: {exc}", file=sys.stderr)
-                    return render.EXIT_ERROR
+                    unready[name] = str(exc)
     reports = []
     for name in names:
+        if name in unready:
+            reports.append(ServerReport.not_started(name, unready[name]))
+            continue
         try:
             reports.append(await test_one(specs[name], state, dict(os.environ), force=opts.force))
         except McpReconcileError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return render.EXIT_ERROR
+            reports.append(ServerReport.not_started(name, str(exc)))
     from rich.console import Console
 
     Console(width=160 if not sys.stdout.isatty() else None).print(render_table(reports))

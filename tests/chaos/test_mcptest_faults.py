@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.anyio]
 SERVERS = Path(__file__).resolve().parents[1] / "fixtures" / "servers"
 # Bounds for servers that answer at once; generous because other test runs share the 2 cores.
 FAST = {"startup_timeout_s": 10.0, "request_timeout_s": 5.0, "shutdown_timeout_s": 5.0, "requests": 20,
-        "concurrency": 10}
+        "concurrency": 10, "p95_ms": 1000.0}
 # Bound on a fault server's process ending once the suite is done (it was SIGKILLed at the latest).
 GONE_TIMEOUT_S = 10.0
 
@@ -72,9 +72,9 @@ def failed(report: ServerReport) -> dict[str, str]:
     return {c.name: c.message for c in report.checks if c.status is Status.failed}
 
 
-# wrong_ids answers `initialize` only, so the SDK's server/discover probe never returns: startup fails at its
-# bound, and `force` runs the raw checks, which open the session with `initialize`; its other answers never come.
-WRONG_IDS = {"startup_timeout_s": 1.0, "request_timeout_s": 1.0, "force": True}
+# wrong_ids opens a session (server/discover -> -32601, then initialize) and answers everything after that under
+# other ids, so every request of the session checks waits out its bound: a short one keeps the module fast.
+WRONG_IDS = {"request_timeout_s": 1.0}
 
 FAULTS = [
     pytest.param("crash_on_malformed", {}, {}, ERROR_HANDLING,
@@ -103,7 +103,7 @@ FAULTS = [
                   "the server exited with code 3; stderr: ", "refusing to start (injected fault)"],
                  id="crash_on_start fails startup with its exit code and stderr"),
     pytest.param("exit_after_n", {"EXIT_AFTER_N": "5"}, {"requests": 10}, PERFORMANCE,
-                 ["expected p95 <= 100 ms and success >= 99%", "stopped after 3 failures in a row",
+                 ["expected p95 <= 1000 ms and success >= 99%", "stopped after 3 failures in a row",
                   "Connection closed"], id="exit_after_n dying mid-session fails performance"),
     pytest.param("ignore_stdin_close", {}, {"shutdown_timeout_s": 0.5}, SHUTDOWN,
                  ["expected an exit within 0.5 s of stdin closing", "the server was still running"],

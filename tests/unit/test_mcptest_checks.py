@@ -27,6 +27,11 @@ from mcp_reconcile.model import LaunchSpec
                  "a successful result", id="a successful result fails"),
     pytest.param({"id": 1, "result": {"isError": False}}, Status.failed, "a successful result",
                  id="isError false fails"),
+    pytest.param({"id": 1, "error": "Unknown tool"}, Status.failed,
+                 "an error that is not a JSON-RPC error object ('Unknown tool')",
+                 id="a string error fails, not crashes"),
+    pytest.param({"id": 1, "result": ["isError"]}, Status.failed, "a successful result",
+                 id="a list result fails, not crashes"),
 ])
 def test_a_rejected_tool_call_is_classified_and_named(answer, status, how) -> None:
     assert classify_tool_rejection(answer) == (status, how)
@@ -38,6 +43,7 @@ def test_a_rejected_tool_call_is_classified_and_named(answer, status, how) -> No
     pytest.param({"error": {"code": -32600, "message": "bad"}}, (Status.failed, "JSON-RPC error -32600"),
                  id="another code fails"),
     pytest.param({"result": {}}, (Status.failed, "a result"), id="a result fails"),
+    pytest.param({"error": [-32601]}, (Status.failed, "JSON-RPC error None"), id="a non-object error fails"),
 ])
 def test_an_unknown_method_must_get_method_not_found(answer, expected) -> None:
     assert classify_unknown_method(answer) == expected
@@ -53,6 +59,13 @@ def test_bad_line_replies_are_errors_with_a_null_id_or_the_malformed_lines_own()
         {"jsonrpc": "2.0", "method": "notifications/message", "params": {}},
     ]
     assert bad_line_replies(messages) == [-32700, -32600, -32700]
+    assert bad_line_replies([{"id": None, "error": "Parse error"}, {"id": None, "error": None}]) == []
+
+
+def test_tools_of_any_shape_never_crash_the_choice_of_wrong_arguments() -> None:
+    tools = ["echo", {"name": "a", "inputSchema": "x"}, {"name": "b", "inputSchema": {"properties": ["x"]}},
+             {"name": "c", "inputSchema": {"properties": {"n": {"type": "number"}}, "required": "n"}}]
+    assert wrong_arguments(tools) == ("c", {"n": "not-a-number"})
 
 
 def test_responses_skip_requests_and_notifications_and_flatten_batches() -> None:

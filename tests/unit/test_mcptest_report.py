@@ -110,3 +110,26 @@ def test_details_that_are_not_json_are_written_as_text(tmp_path: Path) -> None:
     write_json_report([odd], tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text())["servers"][0]["checks"][0]["details"] == {
         "path": str(tmp_path)}
+
+
+def test_junit_stays_valid_xml_when_a_server_prints_control_characters(tmp_path: Path) -> None:
+    noisy = CheckResult("startup", Status.failed, "stderr: \x1b[31mboom\x1b[0m\x00", duration_ms=1.0)
+    path = tmp_path / "junit.xml"
+    write_junit([ServerReport("noisy", None, None, (noisy,), passed=False)], path)
+    failure = ET.parse(path).getroot().find("testsuite/testcase/failure")
+    assert failure.get("message") == "stderr: \\x1b[31mboom\\x1b[0m\\x00"
+
+
+def test_a_secret_a_server_echoes_never_reaches_the_reports(tmp_path: Path) -> None:
+    from mcp_reconcile.events import Redactor
+    from mcp_reconcile.mcptest.report import redacted
+
+    leaky = CheckResult("call[0] env", Status.failed, "expected 'x', got 'key=s3cr3t-value'",
+                        details={"result": {"text": "s3cr3t-value"}})
+    clean = redacted(ServerReport("leaky", "handshake", "2025-06-18", (leaky,), passed=False,
+                                  server_info={"name": "s3cr3t-value"}), Redactor(["s3cr3t-value"]).scrub)
+    write_json_report([clean], tmp_path / "report.json")
+    write_junit([clean], tmp_path / "junit.xml")
+    for written in ("report.json", "junit.xml"):
+        text = (tmp_path / written).read_text()
+        assert "s3cr3t-value" not in text and "(sensitive)" in text

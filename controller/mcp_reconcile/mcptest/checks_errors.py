@@ -29,6 +29,11 @@ WRONG_VALUES = {"string": 12345, "number": "not-a-number", "integer": "not-an-in
                 "boolean": "not-a-boolean", "array": "not-an-array", "object": "not-an-object"}
 
 
+def _object(value: Any) -> Mapping[str, Any]:
+    """`value` if it is a JSON object, else an empty one: a server may send anything as error or result."""
+    return value if isinstance(value, Mapping) else {}
+
+
 @dataclass(frozen=True)
 class Part:
     """One step of the error-handling check."""
@@ -41,12 +46,14 @@ class Part:
 def classify_tool_rejection(answer: Mapping[str, Any]) -> tuple[Status, str]:
     """How a server turned down a bad tools/call: an isError result or -32602 pass, and say which."""
     if "error" in answer:
-        error = answer.get("error") or {}
+        error = _object(answer.get("error"))
+        if not error:
+            return Status.failed, f"an error that is not a JSON-RPC error object ({answer.get('error')!r:.80})"
         code = error.get("code")
         if code == INVALID_PARAMS:
             return Status.passed, f"JSON-RPC error -32602 ({error.get('message', '')})"
         return Status.warned, f"JSON-RPC error {code} ({error.get('message', '')}), where -32602 was expected"
-    result = answer.get("result") or {}
+    result = _object(answer.get("result"))
     if result.get("isError") is True:
         return Status.passed, "a result with isError: true"
     return Status.failed, "a successful result"
@@ -55,7 +62,7 @@ def classify_tool_rejection(answer: Mapping[str, Any]) -> tuple[Status, str]:
 def classify_unknown_method(answer: Mapping[str, Any]) -> tuple[Status, str]:
     """An unknown method must be answered -32601."""
     if "error" in answer:
-        code = (answer.get("error") or {}).get("code")
+        code = _object(answer.get("error")).get("code")
         if code == METHOD_NOT_FOUND:
             return Status.passed, "JSON-RPC error -32601"
         return Status.failed, f"JSON-RPC error {code}"
@@ -69,13 +76,15 @@ def wrong_arguments(tools: list[Mapping[str, Any]]) -> tuple[str, dict[str, Any]
     a server that ignores types is least likely to do something with the call.
     """
     candidates = []
-    for tool in tools:
-        schema = tool.get("inputSchema") or {}
-        props = schema.get("properties") or {}
-        names = [n for n in (schema.get("required") or props) if isinstance(props.get(n), Mapping)]
+    for tool in filter(None, map(_object, tools)):
+        schema = _object(tool.get("inputSchema"))
+        props = _object(schema.get("properties"))
+        required = schema.get("required")
+        names = [n for n in (required if isinstance(required, list) else props)
+                 if isinstance(n, str) and isinstance(props.get(n), Mapping)]
         wrong = {n: WRONG_VALUES[t] for n in names if isinstance(t := props[n].get("type"), str) and t in WRONG_VALUES}
         if wrong:
-            read_only = bool((tool.get("annotations") or {}).get("readOnlyHint"))
+            read_only = bool(_object(tool.get("annotations")).get("readOnlyHint"))
             candidates.append((not read_only, len(props), str(tool.get("name")), wrong))
     if not candidates:
         return None
@@ -86,7 +95,7 @@ def wrong_arguments(tools: list[Mapping[str, Any]]) -> tuple[str, dict[str, Any]
 def bad_line_replies(messages: list[Any]) -> list[int]:
     """Codes of the error answers a server gave to a line it could not take (id null, or ours)."""
     return [int(code) for m in responses(messages) if m.get("id") in (None, MALFORMED_ID)
-            and isinstance(code := (m.get("error") or {}).get("code"), int)]
+            and isinstance(code := _object(m.get("error")).get("code"), int)]
 
 
 class _Gone(Exception):
@@ -147,7 +156,8 @@ class _Run:
         if not advertises_tools(self.channel):
             return Part("wrong_argument_types", Status.skipped, "the server advertises no tools")
         listing = await self.ask("tools/list")
-        picked = wrong_arguments(list((listing.get("result") or {}).get("tools") or []))
+        tools = _object(listing.get("result")).get("tools")
+        picked = wrong_arguments(tools if isinstance(tools, list) else [])
         if picked is None:
             return Part("wrong_argument_types", Status.skipped, "no tool with typed parameters to call")
         tool, arguments = picked

@@ -77,6 +77,13 @@ class ServerReport:
     passed: bool
     server_info: Mapping[str, Any] | None = None
 
+    @classmethod
+    def not_started(cls, server: str, reason: str) -> ServerReport:
+        """The report of a server the suite could not even start (not installable, no launch command)."""
+        checks = [CheckResult(STARTUP, Status.failed, f"expected the server to be ready to test; {reason}")]
+        checks += [CheckResult(name, Status.skipped, "not run: startup failed") for name in CHECK_ORDER[1:]]
+        return cls(server, None, None, tuple(checks), passed=False)
+
     def check(self, name: str) -> CheckResult:
         """The result of the check called `name` (KeyError when it did not run)."""
         for result in self.checks:

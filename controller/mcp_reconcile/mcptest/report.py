@@ -5,10 +5,12 @@ Renders only: the checks decided everything already.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,17 @@ from mcp_reconcile.mcptest.model import CheckResult, ServerReport, Status
 from mcp_reconcile.store import write_json_atomic
 
 REPORT_VERSION = 1
+# Characters XML 1.0 cannot carry, even escaped (control characters a server may print, lone surrogates).
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _STYLE = {Status.passed: "green", Status.failed: "bold red", Status.warned: "yellow", Status.skipped: "dim"}
+
+
+def redacted(report: ServerReport, scrub: Callable[[Any], Any]) -> ServerReport:
+    """`report` with `scrub` applied to every message and detail: a server may echo its secrets back."""
+    checks = tuple(dataclasses.replace(c, message=str(scrub(c.message)), details=scrub(dict(c.details)))
+                   for c in report.checks)
+    info = scrub(dict(report.server_info)) if report.server_info else report.server_info
+    return dataclasses.replace(report, checks=checks, server_info=info)
 
 
 def check_to_dict(check: CheckResult) -> dict[str, Any]:
@@ -55,6 +67,11 @@ def write_json_report(reports: Sequence[ServerReport], path: Path) -> None:
     write_json_atomic(Path(path), reports_to_dict(reports))
 
 
+def xml_text(text: str | None) -> str:
+    """`text` with what XML 1.0 cannot hold shown as `\\xNN`, so a server's stray escape keeps the file valid."""
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", text or "")
+
+
 def _seconds(ms: float) -> str:
     return f"{ms / 1000:.3f}"
 
@@ -66,22 +83,23 @@ def junit_tree(reports: Sequence[ServerReport]) -> ET.ElementTree:
     for report in reports:
         tally = counts(report.checks)
         seconds = sum(c.duration_ms for c in report.checks) / 1000
-        suite = ET.SubElement(root, "testsuite", name=report.server, tests=str(tally["total"]),
+        suite = ET.SubElement(root, "testsuite", name=xml_text(report.server), tests=str(tally["total"]),
                               failures=str(tally["fail"]), errors="0", skipped=str(tally["skip"]),
                               time=f"{seconds:.3f}")
         props = ET.SubElement(suite, "properties")
         for key, value in (("era", report.era), ("protocol_version", report.protocol_version)):
-            ET.SubElement(props, "property", name=key, value=value or "")
+            ET.SubElement(props, "property", name=key, value=xml_text(value))
         for check in report.checks:
-            case = ET.SubElement(suite, "testcase", classname=f"mcp.{report.server}", name=check.name,
-                                 time=_seconds(check.duration_ms))
+            case = ET.SubElement(suite, "testcase", classname=f"mcp.{xml_text(report.server)}",
+                                 name=xml_text(check.name), time=_seconds(check.duration_ms))
+            message = xml_text(check.message)
             if check.status is Status.failed:
-                ET.SubElement(case, "failure", message=check.message, type="CheckFailed").text = check.message
+                ET.SubElement(case, "failure", message=message, type="CheckFailed").text = message
             elif check.status is Status.skipped:
-                ET.SubElement(case, "skipped", message=check.message)
+                ET.SubElement(case, "skipped", message=message)
             else:
                 prefix = "WARNING: " if check.status is Status.warned else ""
-                ET.SubElement(case, "system-out").text = prefix + check.message
+                ET.SubElement(case, "system-out").text = prefix + message
         totals["tests"] += tally["total"]
         totals["failures"] += tally["fail"]
         totals["skipped"] += tally["skip"]

@@ -164,6 +164,9 @@ class _Suite:
             except HandshakeError as exc:
                 self.add(CheckResult(name, Status.failed, f"expected the server to open a session over raw "
                                      f"stdio; got {exc}"))
+            except Exception as exc:  # a server's odd answer must fail its check, not end the whole suite
+                self.add(CheckResult(name, Status.failed, f"expected well-formed JSON-RPC answers; the check could "
+                                     f"not finish on what the server sent: {type(exc).__name__}: {exc}"))
             finally:
                 await proc.stop(settings.shutdown_timeout_s)
 
