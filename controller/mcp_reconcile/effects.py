@@ -20,7 +20,7 @@ from mcp_reconcile import install, proc
 from mcp_reconcile.errors import PermanentError, TransientError
 from mcp_reconcile.events import REDACTOR, get_logger
 from mcp_reconcile.ledger import Ledger
-from mcp_reconcile.model import RUNTIME_FIELDS, ServerSpec
+from mcp_reconcile.model import RUNTIME_FIELDS, ServerSpec, env_without
 from mcp_reconcile.observe import runner_liveness
 from mcp_reconcile.spawner import READY_FD_PLACEHOLDER, RunnerSpawner
 from mcp_reconcile.store import RunRecord, StateDir
@@ -35,10 +35,6 @@ Runner = subprocess.Popen[bytes] | int
 DEFAULT_STARTUP_TIMEOUT_S = 60.0
 # Extra time a runner gets beyond the server's own stop timeout (two bounded waits inside the runner).
 RUNNER_STOP_SLACK_S = 5.0
-# Variables every server inherits even when a manifest references them as ${VAR} (they are no secret,
-# and npm, node and Python need them); any other referenced variable reaches only the servers that ask for it.
-ALWAYS_INHERITED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
-                              "SHELL", "TERM"})
 # Bound on reaping a leftover process group after its runner died.
 LEFTOVER_KILL_TIMEOUT_S = 5.0
 
@@ -57,11 +53,11 @@ class HostEffects:
 
     def inherited_env(self) -> dict[str, str]:
         """The controller's environment minus every manifest's ${VAR}s (secrets of other servers)."""
-        return {k: v for k, v in self.base_env.items() if k not in self.withheld_env or k in ALWAYS_INHERITED}
+        return env_without(self.base_env, self.withheld_env)
 
     async def install(self, spec: ServerSpec) -> str:
         async with self.install_slots or contextlib.nullcontext():
-            record, changed = await install.ensure_installed(spec, self.state,
+            record, changed = await install.ensure_installed(spec, self.state, env=self.inherited_env(),
                                                              prerequisites=self.check_prerequisites)
         version = record.get("resolved_version", "?")
         return f"installed {version}" if changed else f"already installed {version}"

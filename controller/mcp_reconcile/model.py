@@ -7,7 +7,7 @@ consumes them stays a pure function.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -231,3 +231,19 @@ class LaunchSpec:
     argv: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     cwd: str | None = None
+
+
+# Variables every server inherits even when a manifest references them as ${VAR} (they are no secret,
+# and npm, node and Python need them); any other referenced variable reaches only the servers that ask for it.
+ALWAYS_INHERITED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+                              "SHELL", "TERM"})
+
+
+def env_without(base_env: Mapping[str, str], withheld: set[str] | frozenset[str]) -> dict[str, str]:
+    """`base_env` minus the manifests' ${VAR}s: children (servers, package managers) never see another's secret."""
+    return {k: v for k, v in base_env.items() if k not in withheld or k in ALWAYS_INHERITED}
+
+
+def referenced_vars(specs: Iterable[ServerSpec]) -> set[str]:
+    """Every variable some manifest references as ${VAR}."""
+    return {var for spec in specs for var in spec.env_refs}

@@ -15,7 +15,7 @@ from mcp_reconcile.cli import Options
 from mcp_reconcile.desired import load_desired
 from mcp_reconcile.effects import HostEffects
 from mcp_reconcile.ledger import Ledger
-from mcp_reconcile.model import ActionKind, DesiredState, Observed, Plan
+from mcp_reconcile.model import ActionKind, DesiredState, Observed, Plan, referenced_vars
 from mcp_reconcile.observe import observe
 from mcp_reconcile.plan import plan
 from mcp_reconcile.readiness import refresh_status
@@ -119,7 +119,7 @@ async def _apply(opts: Options, state: StateDir) -> int:
     # prerequisites were checked above for every server (or skipped on purpose): installs need not repeat it
     effects = HostEffects(state, ledger, check_prerequisites=False,
                           continue_past_failed_tests=opts.force,
-                          withheld_env={v for spec in specs.values() for v in spec.env_refs},
+                          withheld_env=referenced_vars(specs.values()),
                           spawner=RunnerSpawner(state.root))
     if the_plan.has_changes:
         _say("")

@@ -15,7 +15,7 @@ from mcp_reconcile.cli import Options
 from mcp_reconcile.desired import load_desired
 from mcp_reconcile.errors import McpReconcileError
 from mcp_reconcile.ledger import Ledger
-from mcp_reconcile.model import DesiredState, ServerSpec
+from mcp_reconcile.model import DesiredState, ServerSpec, env_without, referenced_vars
 from mcp_reconcile.store import StateDir
 
 
@@ -56,6 +56,7 @@ async def run_tests_async(opts: Options, state: StateDir, specs: Mapping[str, Se
         return render.EXIT_ERROR
     from mcp_reconcile.mcptest.model import ServerReport
 
+    base_env = env_without(os.environ, referenced_vars(specs.values()))  # each server gets only its own ${VAR}s
     unready: dict[str, str] = {}  # server -> why it cannot be tested; it is reported failed, the others go on
     missing = [n for n in names if not state.read_install(n)]
     if missing:
@@ -63,7 +64,7 @@ async def run_tests_async(opts: Options, state: StateDir, specs: Mapping[str, Se
             for name in missing:
                 print(f"installing {name} for testing ...", flush=True)
                 try:
-                    await install.ensure_installed(specs[name], state)
+                    await install.ensure_installed(specs[name], state, env=base_env)
                 except McpReconcileError as exc:
                     print(f"error: {exc}", file=sys.stderr)
                     unready[name] = str(exc)
@@ -73,7 +74,7 @@ async def run_tests_async(opts: Options, state: StateDir, specs: Mapping[str, Se
             reports.append(ServerReport.not_started(name, unready[name]))
             continue
         try:
-            reports.append(await test_one(specs[name], state, dict(os.environ), force=opts.force))
+            reports.append(await test_one(specs[name], state, base_env, force=opts.force))
         except McpReconcileError as exc:
             print(f"error: {exc}", file=sys.stderr)
             reports.append(ServerReport.not_started(name, str(exc)))

@@ -8,7 +8,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -29,7 +29,7 @@ from mcp_reconcile.install.local import LocalInstaller
 from mcp_reconcile.install.npm import NPM_FAILURES, NpmInstaller, split_ref
 from mcp_reconcile.install.pypi import PIP_FAILURES, UV_FAILURES, PypiInstaller, project_name
 from mcp_reconcile.install.retry import INSTALL_ATTEMPTS, classify_failure, retrying
-from mcp_reconcile.model import ServerSpec, Source
+from mcp_reconcile.model import ServerSpec, Source, env_without
 from mcp_reconcile.proc import CommandResult
 from mcp_reconcile.store import InstallRecord, StateDir
 
@@ -37,6 +37,10 @@ from mcp_reconcile.store import InstallRecord, StateDir
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+# What the installers run package managers with in these tests.
+ENV = {"PATH": os.environ.get("PATH", "")}
 
 
 def npm_spec(name: str = "everything", ref: str = "@modelcontextprotocol/server-everything@2026.8.31", *,
@@ -65,9 +69,11 @@ class FakeInstaller:
         self.fail = fail
         self.version = version
         self.calls: list[Path] = []
+        self.envs: list[dict[str, str]] = []
 
-    async def install(self, spec: ServerSpec, target: Path) -> InstallRecord:
+    async def install(self, spec: ServerSpec, target: Path, *, env: Mapping[str, str]) -> InstallRecord:
         self.calls.append(target)
+        self.envs.append(dict(env))
         (target / "bin").mkdir()
         (target / "bin" / "server").write_text(self.version)
         if self.fail is not None:
@@ -371,9 +377,11 @@ class FakeNpm:
     def __init__(self, package: str, *, failures: Sequence[str] = (), bin_field: object = "dist/index.js") -> None:
         self.package, self.failures, self.bin_field = package, list(failures), bin_field
         self.calls: list[tuple[str, ...]] = []
+        self.envs: list[object] = []
 
     async def __call__(self, argv: Sequence[str], **kw: object) -> CommandResult:
         self.calls.append(tuple(argv))
+        self.envs.append(kw.get("env"))
         if self.failures:
             return fake_result(argv, returncode=1, stderr=self.failures.pop(0))
         target = Path(argv[argv.index("--prefix") + 1])
@@ -395,7 +403,7 @@ async def test_npm_install_retries_a_connection_reset_and_records_the_resolved_v
     sleep = RecordingSleep()
     spec = npm_spec(ref="@modelcontextprotocol/server-everything")  # unpinned
 
-    record = await NpmInstaller(sleep=sleep, npm="npm").install(spec, tmp_path)
+    record = await NpmInstaller(sleep=sleep, npm="npm").install(spec, tmp_path, env=ENV)
 
     assert len(fake.calls) == 2 and len(sleep.delays) == 1
     assert fake.calls[0] == ("npm", "install", "--prefix", str(tmp_path), "--no-audit", "--no-fund",
@@ -411,7 +419,7 @@ async def test_npm_package_with_several_bins_asks_for_spec_command(
 
     with pytest.raises(PermanentError, match=r"srv: install failed: tools has several commands "
                                              r"\(tool-a, tool-b\); set spec.command"):
-        await NpmInstaller(npm="npm").install(npm_spec("srv", "tools@1"), tmp_path)
+        await NpmInstaller(npm="npm").install(npm_spec("srv", "tools@1"), tmp_path, env=ENV)
 
 
 @pytest.mark.anyio
@@ -419,10 +427,47 @@ async def test_npm_spec_command_is_resolved_in_the_install_bin_dir(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(proc, "run_command", FakeNpm("tools", bin_field={"tool-a": "a.js", "tool-b": "b.js"}))
 
-    record = await NpmInstaller(npm="npm").install(npm_spec("srv", "tools@1", command=("tool-b", "--stdio")),
-                                                   tmp_path)
+    spec = npm_spec("srv", "tools@1", command=("tool-b", "--stdio"))
+    record = await NpmInstaller(npm="npm").install(spec, tmp_path, env=ENV)
 
-    assert record["command"] == [str(tmp_path / "node_modules" / ".bin" / "tool-b"), "--stdio"]
+    assert record["command"] == []  # the package has no command of its own to fall back to
+    assert NpmInstaller().command_for(spec, record) == [str(tmp_path / "node_modules" / ".bin" / "tool-b"),
+                                                        "--stdio"]
+    with pytest.raises(PermanentError, match=r"srv: start failed: npm:tools@1 has no command of its own"):
+        NpmInstaller().command_for(npm_spec("srv", "tools@1"), record)
+
+
+@pytest.mark.anyio
+async def test_dropping_spec_command_runs_the_packages_own_command_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeNpm("tool")
+    monkeypatch.setattr(proc, "run_command", fake)
+    custom = npm_spec("srv", "tool@1", command=("node", "custom.js"))
+
+    record = await NpmInstaller(npm="npm").install(custom, tmp_path, env=ENV)
+
+    package_bin = str(tmp_path / "node_modules" / ".bin" / "tool")
+    assert NpmInstaller().command_for(custom, record)[1:] == ["custom.js"]
+    assert NpmInstaller().command_for(npm_spec("srv", "tool@1"), record) == [package_bin]
+
+
+@pytest.mark.anyio
+async def test_package_managers_run_with_the_environment_they_are_given(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeNpm("tool")
+    monkeypatch.setattr(proc, "run_command", fake)
+    await NpmInstaller(npm="npm").install(npm_spec("srv", "tool@1"), tmp_path, env={"PATH": "/usr/bin"})
+    assert fake.envs == [{"PATH": "/usr/bin", "npm_config_update_notifier": "false"}]
+
+
+@pytest.mark.anyio
+async def test_ensure_installed_hands_the_installer_an_environment_without_other_servers_secrets(
+        tmp_path: Path) -> None:
+    base = {"PATH": "/usr/bin", "HOME": "/root", "OTHER_API_KEY": "s3cret", "PLAIN": "x"}
+    installer = FakeInstaller()
+    await ensure_installed(npm_spec(), StateDir(tmp_path / "state"), installer=installer,
+                           env=env_without(base, {"OTHER_API_KEY", "HOME"}))
+    assert installer.envs == [{"PATH": "/usr/bin", "HOME": "/root", "PLAIN": "x"}]  # HOME is always inherited
 
 
 class FakeUv:
@@ -456,7 +501,7 @@ async def test_pypi_install_with_uv_records_version_and_console_script(
     monkeypatch.setattr(pypi, "uv_binary", lambda: "/opt/uv")
     spec = ServerSpec(name="demo", source=Source("pypi", "demo-server==1.2.3"), install_generation="g1")
 
-    record = await PypiInstaller().install(spec, tmp_path)
+    record = await PypiInstaller().install(spec, tmp_path, env=ENV)
 
     venv = tmp_path / "venv"
     assert fake.calls == [
@@ -476,7 +521,7 @@ async def test_pypi_falls_back_to_venv_and_pip_when_uv_is_missing(
     spec = ServerSpec(name="demo", source=Source("pypi", "demo-server"), install_generation="g1")
 
     with capture_logs() as events:
-        record = await PypiInstaller().install(spec, tmp_path)
+        record = await PypiInstaller().install(spec, tmp_path, env=ENV)
 
     bin_dir = tmp_path / "venv" / "bin"
     assert record["installer"] == "pip"
@@ -494,7 +539,7 @@ async def test_pypi_dist_with_several_unrelated_scripts_asks_for_spec_command(
 
     with pytest.raises(PermanentError, match=r"demo: install failed: demo-server has several console scripts "
                                              r"\(alpha, beta\); set spec.command"):
-        await PypiInstaller().install(spec, tmp_path)
+        await PypiInstaller().install(spec, tmp_path, env=ENV)
 
 
 # --- path sources ------------------------------------------------------------------------------------
@@ -515,7 +560,7 @@ async def test_a_local_file_of_unknown_kind_asks_for_spec_command(tmp_path: Path
     data.write_text("")
 
     with pytest.raises(PermanentError, match=r"do not know how to run .*set spec\.command"):
-        await LocalInstaller().install(path_spec(data), tmp_path)
+        await LocalInstaller().install(path_spec(data), tmp_path, env=ENV)
 
 
 @pytest.mark.anyio

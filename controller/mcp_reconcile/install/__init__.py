@@ -48,7 +48,8 @@ class Installer(Protocol):
 
     kind: str  # "npm" | "pypi" | "path"
 
-    async def install(self, spec: ServerSpec, target: Path) -> InstallRecord: ...
+    async def install(self, spec: ServerSpec, target: Path, *, env: Mapping[str, str]) -> InstallRecord:
+        """Build the install in `target`; package managers run with `env` (no other server's secrets)."""
 
     def command_for(self, spec: ServerSpec, record: InstallRecord) -> list[str]: ...
 
@@ -86,13 +87,15 @@ def is_current(spec: ServerSpec, record: InstallRecord | None) -> bool:
 
 
 async def ensure_installed(spec: ServerSpec, state: StateDir, *, force: bool = False,
-                          installer: Installer | None = None, prerequisites: bool = True
-                          ) -> tuple[InstallRecord, bool]:
+                          installer: Installer | None = None, prerequisites: bool = True,
+                          env: Mapping[str, str] | None = None) -> tuple[InstallRecord, bool]:
     """Install the spec's source unless it is current; (record, changed).
 
     `force` reinstalls a current install. Raises PrerequisiteError (unless `prerequisites` is False),
     PermanentError or TransientError; on any failure the previous install and its record are left as
-    they were. `installer` replaces `installer_for(spec)` (tests).
+    they were. `installer` replaces `installer_for(spec)` (tests). Package managers run with `env`
+    (default: the controller's environment); callers pass it without the manifests' ${VAR} secrets,
+    which an install script has no business seeing.
     """
     final = state.install_dir(spec.name)
     source = str(spec.source)
@@ -113,7 +116,8 @@ async def ensure_installed(spec: ServerSpec, state: StateDir, *, force: bool = F
     log.info("install.started", server=spec.name, source=source, attempt=1)
     started = time.monotonic()
     try:
-        built = relocated(await installer.install(spec, staging), staging, final)
+        built = relocated(await installer.install(spec, staging, env=os.environ if env is None else env),
+                          staging, final)
         write_json_atomic(staging / RECORD_FILE, built)
         replaced = _swap_in(staging, final)
     except BaseException as exc:
@@ -173,6 +177,16 @@ def new_record(spec: ServerSpec, target: Path, *, installer: str, resolved_versi
     return InstallRecord(server=spec.name, source=str(spec.source), resolved_version=resolved_version,
                          installer=installer, command=list(command), dir=str(target),
                          generation=spec.install_generation, digests=digests, installed_at=time.time())
+
+
+def package_command(spec: ServerSpec, record: InstallRecord, bin_dir: Path | None) -> list[str]:
+    """spec.command (found in the install's bin dir first) if given, else the package's own command."""
+    if spec.command:
+        return resolve_in_bin(spec.command, bin_dir)
+    if not record.get("command"):
+        raise PermanentError(spec.name, "start", f"{spec.source} has no command of its own (it was installed for "
+                                                 "a spec.command that is gone); set spec.command")
+    return list(record["command"])
 
 
 def resolve_in_bin(command: Sequence[str], bin_dir: Path | None) -> list[str]:

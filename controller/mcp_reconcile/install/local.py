@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from mcp_reconcile.errors import PermanentError
@@ -31,7 +32,7 @@ def script_path(spec: ServerSpec) -> Path:
 class LocalInstaller:
     kind = "path"
 
-    async def install(self, spec: ServerSpec, target: Path) -> InstallRecord:
+    async def install(self, spec: ServerSpec, target: Path, *, env: Mapping[str, str]) -> InstallRecord:
         path = script_path(spec)
         if not path.is_file():
             raise PermanentError(spec.name, ACTION, f"local server file {path} not found")

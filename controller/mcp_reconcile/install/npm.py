@@ -8,12 +8,12 @@ records what it got.
 from __future__ import annotations
 
 import json
-import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from mcp_reconcile.errors import PermanentError
-from mcp_reconcile.install import new_record, resolve_in_bin
+from mcp_reconcile.install import new_record, package_command
 from mcp_reconcile.install.prereq import NPM_HINT, find_executable
 from mcp_reconcile.install.retry import ACTION, Manager, Rule, Sleep, retrying, run_manager
 from mcp_reconcile.model import ServerSpec
@@ -69,7 +69,7 @@ class NpmInstaller:
         self._sleep = sleep
         self._npm = npm
 
-    async def install(self, spec: ServerSpec, target: Path) -> InstallRecord:
+    async def install(self, spec: ServerSpec, target: Path, *, env: Mapping[str, str]) -> InstallRecord:
         """`npm install` the spec's package into `target` and read back version and command."""
         ref = spec.source.ref
         package, version = split_ref(ref)
@@ -81,25 +81,25 @@ class NpmInstaller:
             # an exact pin cannot move: take package metadata from the cache when it is there (npm still
             # goes to the registry for anything the cache lacks), which spares a metadata round trip per package
             argv.insert(2, "--prefer-offline")
-        env = {**os.environ, "npm_config_update_notifier": "false"}
+        env = {**env, "npm_config_update_notifier": "false"}
         await retrying(lambda: run_manager(argv, NPM_FAILURES, server=spec.name, package=package, ref=ref,
                                            env=env, timeout_s=NPM_INSTALL_TIMEOUT_S, cwd=str(target)),
                        server=spec.name, source=str(spec.source), sleep=self._sleep)
         manifest = _package_json(spec.name, target, package)
         version = str(manifest.get("version", ""))
         bin_dir = target / BIN_SUBDIR
-        if spec.command:
-            command = resolve_in_bin(spec.command, bin_dir)
-        else:
+        try:  # the package's own command is recorded even when spec.command overrides it (it may be dropped later)
             command = [str(bin_dir / _bin_name(spec.name, package, manifest))]
             if not Path(command[0]).exists():
                 raise PermanentError(spec.name, ACTION, f"npm did not link {command[0]}; set spec.command")
+        except PermanentError:
+            if not spec.command:
+                raise
+            command = []
         return new_record(spec, target, installer="npm", resolved_version=version, command=command)
 
     def command_for(self, spec: ServerSpec, record: InstallRecord) -> list[str]:
-        if spec.command:
-            return resolve_in_bin(spec.command, self.bin_dir(record))
-        return list(record.get("command", []))
+        return package_command(spec, record, self.bin_dir(record))
 
     def bin_dir(self, record: InstallRecord) -> Path | None:
         return Path(record["dir"]) / BIN_SUBDIR

@@ -7,10 +7,10 @@ python instead. Version and console script are read from the installed dist-info
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import sys
+from collections.abc import Mapping
 from importlib.metadata import PathDistribution
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import structlog
 
 from mcp_reconcile import proc
 from mcp_reconcile.errors import PermanentError
-from mcp_reconcile.install import new_record, resolve_in_bin
+from mcp_reconcile.install import new_record, package_command
 from mcp_reconcile.install.prereq import PYTHON_HINT, uv_binary, venv_available
 from mcp_reconcile.install.retry import ACTION, Manager, Rule, Sleep, retrying, run_manager
 from mcp_reconcile.model import ServerSpec
@@ -91,7 +91,7 @@ class PypiInstaller:
     def __init__(self, *, sleep: Sleep | None = None) -> None:
         self._sleep = sleep
 
-    async def install(self, spec: ServerSpec, target: Path) -> InstallRecord:
+    async def install(self, spec: ServerSpec, target: Path, *, env: Mapping[str, str]) -> InstallRecord:
         """Make `target/venv`, install the requirement into it, and read back version and script."""
         ref = spec.source.ref
         project = project_name(spec.name, ref)
@@ -104,23 +104,23 @@ class PypiInstaller:
         else:
             argv = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input", ref]
             manager, installer = PIP_FAILURES, "pip"
-        env = {**os.environ, "UV_NO_PROGRESS": "1"}
+        env = {**env, "UV_NO_PROGRESS": "1"}
         await retrying(lambda: run_manager(argv, manager, server=spec.name, package=project, ref=ref, env=env,
                                            timeout_s=PIP_INSTALL_TIMEOUT_S),
                        server=spec.name, source=str(spec.source), sleep=self._sleep)
         dist = _find_dist(spec.name, venv, project)
         bin_dir = venv / "bin"
-        if spec.command:
-            command = resolve_in_bin(spec.command, bin_dir)
-        else:
+        try:  # the package's own command is recorded even when spec.command overrides it (it may be dropped later)
             script = str(bin_dir / _console_script(spec.name, project, dist))
             command = [script] if installer == "uv" else [str(python), script]
+        except PermanentError:
+            if not spec.command:
+                raise
+            command = []
         return new_record(spec, target, installer=installer, resolved_version=dist.version, command=command)
 
     def command_for(self, spec: ServerSpec, record: InstallRecord) -> list[str]:
-        if spec.command:
-            return resolve_in_bin(spec.command, self.bin_dir(record))
-        return list(record.get("command", []))
+        return package_command(spec, record, self.bin_dir(record))
 
     def bin_dir(self, record: InstallRecord) -> Path | None:
         return Path(record["dir"]) / BIN_SUBDIR

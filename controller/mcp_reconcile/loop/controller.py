@@ -32,7 +32,15 @@ from mcp_reconcile.loop.exits import ExitWatcher
 from mcp_reconcile.loop.health import HealthMonitor
 from mcp_reconcile.loop.queue import QueueShutDown, WorkQueue
 from mcp_reconcile.loop.watch import ManifestWatcher
-from mcp_reconcile.model import ActionKind, BackoffSpec, DesiredState, Observed, RestartPolicy, ServerSpec
+from mcp_reconcile.model import (
+    ActionKind,
+    BackoffSpec,
+    DesiredState,
+    Observed,
+    RestartPolicy,
+    ServerSpec,
+    referenced_vars,
+)
 from mcp_reconcile.observe import observe_server, with_memory
 from mcp_reconcile.plan import plan
 from mcp_reconcile.readiness import record_status
@@ -108,7 +116,7 @@ class Controller:
         for name in merged:
             self.removed_specs.pop(name, None)
         self.desired = merged
-        self.effects.withheld_env = {v for spec in merged.values() for v in spec.env_refs}
+        self.effects.withheld_env = referenced_vars(merged.values())
         if changed:
             self.log.info("manifest.loaded", servers=len(merged), changed=sorted(changed), reason=reason)
         return changed
