@@ -192,10 +192,16 @@ class HostEffects:
             return False
         if run and run.get("state") != "exited" and runner_liveness(run).alive:
             return False
-        killed = proc.kill_group_and_wait(pgid, timeout_s=LEFTOVER_KILL_TIMEOUT_S)
-        if killed:
-            log.warning("server.leftovers_reaped", server=name, pgid=pgid)
-        return killed
+        runner_pid, runner_started = run.get("runner_pid"), run.get("runner_create_time")
+        if not runner_pid or runner_started is None:
+            return False
+        if not proc.group_is_ours(pgid, session=runner_pid, not_before=runner_started):
+            return False   # gone, or the number now names a group of someone else's (reboot, pid wrap)
+        members = proc.group_members(pgid)
+        reaped = proc.kill_group_and_wait(pgid, timeout_s=LEFTOVER_KILL_TIMEOUT_S)
+        log.warning("server.leftovers_reaped", server=name, pgid=pgid, processes=len(members),
+                    outcome="reaped" if reaped else "still running after SIGKILL")
+        return reaped
 
     async def test(self, spec: ServerSpec) -> str:
         from mcp_reconcile.testcmd import test_one

@@ -88,6 +88,29 @@ def test_a_hung_server_fails_its_probes_and_is_restarted(local) -> None:
     assert not local.pid_alive(first["server_pid"])
 
 
+def test_a_restarted_server_is_not_ready_until_its_new_process_answers_a_probe(local, tmp_path: Path) -> None:
+    # healthy in its first life; after the crash it answers the runner's handshake but never a probe
+    local.write_manifest("phoenix", {"source": {"path": str(local.fault_server("hang_on_ping.py"))},
+                                     "env": {"HANG_MARKER": str(tmp_path / "first-start-done")},
+                                     "health": {"intervalSeconds": 0.5, "timeoutSeconds": 0.5,
+                                                "failureThreshold": 1000}})
+    local.start_controller()
+    local.wait_until(local.rows, lambda r: local.probed_ready(r, "phoenix"), what="phoenix Ready on a probe")
+    before = local.run_record("phoenix")
+    since = local.events_count()
+
+    os.kill(before["server_pid"], signal.SIGKILL)
+    serving = local.wait_until(lambda: local.run_record("phoenix") or {},
+                               lambda r: r.get("state") == "running" and r.get("server_pid") != before["server_pid"],
+                               what="phoenix serving under a new server pid")
+    local.wait_event("probe.failed", server="phoenix", since=since, count=2)
+    row = local.rows()["phoenix"]
+
+    assert row["server_pid"] == serving["server_pid"]
+    assert row["ready"] is False, row
+    assert row["phase"] != "Running", row
+
+
 def test_stop_all_leaves_no_server_and_no_forked_grandchild(local, tmp_path: Path) -> None:
     liveness = load_fixture_module("liveness")
     child_pid_file = tmp_path / "grandchild.pid"

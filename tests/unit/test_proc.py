@@ -289,3 +289,17 @@ def test_kill_group_and_wait_reaps_a_leftover_group(pgids: list[int]) -> None:
     finally:
         leader.kill()
         leader.wait(WAIT_S)
+
+
+def test_a_group_counts_as_ours_only_in_the_runners_session_and_after_its_start(pgids: list[int]) -> None:
+    leader = subprocess.Popen(["sleep", "300"], start_new_session=True)   # its own session, like a runner's
+    pgids.append(leader.pid)
+    try:
+        started = psutil.Process(leader.pid).create_time()
+        assert proc.group_is_ours(leader.pid, session=leader.pid, not_before=started)
+        assert not proc.group_is_ours(leader.pid, session=os.getpid(), not_before=started)  # another session
+        assert not proc.group_is_ours(leader.pid, session=leader.pid, not_before=started + 60)  # older than it
+    finally:
+        leader.kill()
+        leader.wait(WAIT_S)
+    assert not proc.group_is_ours(leader.pid, session=leader.pid, not_before=started)  # gone
