@@ -40,6 +40,18 @@ def find_cycle(edges: Mapping[str, Iterable[str]]) -> list[str] | None:
     return None
 
 
+def find_cycles(edges: Mapping[str, Iterable[str]]) -> list[list[str]]:
+    """Every cycle in `edges` that shares no name with an earlier one, in the order `find_cycle` meets
+    them: each cycle's names are set aside before looking again, until the rest is acyclic."""
+    rest = dict(edges)
+    found: list[list[str]] = []
+    while (cycle := find_cycle(rest)) is not None:
+        found.append(cycle)
+        for name in cycle:
+            rest.pop(name, None)
+    return found
+
+
 def waves(edges: Mapping[str, Iterable[str]]) -> dict[str, int]:
     """Dependency depth of every name: 0 depends on nothing known, n+1 after all its dependencies.
 

@@ -81,19 +81,24 @@ def json_path(parts: Iterable[Any]) -> str:
 
 
 def discover_files(paths: Sequence[str | Path]) -> tuple[list[Path], list[ManifestError]]:
-    """Manifest files under `paths`: files as given, directories searched for *.yaml / *.yml."""
-    files: list[Path] = []
+    """Manifest files under `paths`: files as given, directories searched for *.yaml / *.yml.
+
+    A file reached twice (`-f manifests -f manifests/time.yaml`) is read once, where it is first met."""
+    files: dict[Path, Path] = {}   # resolved -> as first given, in first-seen order
     problems: list[ManifestError] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.suffix in MANIFEST_SUFFIXES and p.is_file()
-                                and not p.name.startswith(".")))
+            found = sorted(p for p in path.rglob("*") if p.suffix in MANIFEST_SUFFIXES and p.is_file()
+                           and not p.name.startswith("."))
         elif path.exists():
-            files.append(path)
+            found = [path]
         else:
             problems.append(ManifestError("no such file or directory", file=str(path)))
-    return files, problems
+            continue
+        for p in found:
+            files.setdefault(p.resolve(), p)
+    return list(files.values()), problems
 
 
 def read_documents(path: Path) -> tuple[list[Any], list[str]]:
@@ -130,16 +135,32 @@ def validate_document(doc: Any) -> list[ManifestError]:
             for e in errors]
 
 
+_ENV_PATH = ("spec", "env")
+
+
 def _schema_reason(error: Any) -> str:
-    if error.validator == "pattern" and list(error.absolute_path)[-2:-1] == ["source"]:
-        kind = list(error.absolute_path)[-1]
-        form = {"npm": "name@version", "pypi": "name==version"}.get(kind, "a valid reference")
+    path = list(error.absolute_path)
+    if error.validator == "pattern" and path[-2:-1] == ["source"]:
+        form = {"npm": "name@version", "pypi": "name==version"}.get(path[-1], "a valid reference")
         return f"{error.instance!r} is not {form}"
-    if error.validator in ("maxProperties", "minProperties") and list(error.absolute_path)[-1:] == ["source"]:
+    if error.validator in ("maxProperties", "minProperties") and path[-1:] == ["source"]:
         return "exactly one of npm / pypi / path is required"
     if error.validator == "additionalProperties":
         return error.message.replace("Additional properties are not allowed", "unknown field(s)")
+    if error.validator == "required" or "propertyNames" in error.schema_path:
+        return error.message   # these quote keys, never values
+    if tuple(path[:len(_ENV_PATH)]) == _ENV_PATH[:len(path)]:
+        return _reason_without_value(error)   # the value is, or may hold, an env value: maybe a secret
     return error.message
+
+
+def _reason_without_value(error: Any) -> str:
+    """jsonschema's reason without quoting the offending value."""
+    if error.validator == "type":
+        expected = error.validator_value
+        expected = [expected] if isinstance(expected, str) else expected
+        return "the value is not of type " + ", ".join(repr(t) for t in expected)
+    return f"the value fails the {error.validator!r} check"
 
 
 def expand(value: str, lookup: Mapping[str, str], *, where: str, refs: set[str] | None = None) -> tuple[str, bool]:
@@ -312,7 +333,8 @@ def _name_of(doc: Any) -> str | None:
 
 
 def _check_dependencies(result: LoadResult) -> None:
-    """dependsOn must name declared servers and must not loop; offenders are blocked, not dropped silently."""
+    """dependsOn must name declared servers and must not loop; offenders are blocked, not dropped silently,
+    and so is every server that depends on a blocked one, each with its own problem."""
     declared = {s.name for s in result.specs} | result.blocked
     for spec in result.specs:
         for i, dep in enumerate(spec.depends_on):
@@ -321,13 +343,14 @@ def _check_dependencies(result: LoadResult) -> None:
                     f"dependsOn names {dep!r}, which no manifest declares", file=spec.origin.file,
                     doc_index=spec.origin.doc_index, json_path=f"spec.dependsOn[{i}]"))
                 result.blocked.add(spec.name)
-    cycle = graph.find_cycle({s.name: s.depends_on for s in result.specs})
-    if cycle:
-        first = result.by_name[cycle[0]]
+    by_name = result.by_name
+    for cycle in graph.find_cycles({s.name: s.depends_on for s in result.specs}):
+        first = by_name[cycle[0]]
         result.problems.append(ManifestError(f"dependsOn cycle: {' -> '.join(cycle)}", file=first.origin.file,
                                              doc_index=first.origin.doc_index, json_path="spec.dependsOn"))
         result.blocked.update(cycle)
     # a server depending on a blocked one cannot start in order either
+    at_fault = set(result.blocked)
     changed = True
     while changed:
         changed = False
@@ -335,4 +358,10 @@ def _check_dependencies(result: LoadResult) -> None:
             if spec.name not in result.blocked and any(d in result.blocked for d in spec.depends_on):
                 result.blocked.add(spec.name)
                 changed = True
+    for spec in result.specs:
+        if spec.name in result.blocked and spec.name not in at_fault:
+            result.problems.extend(ManifestError(
+                f"depends on {dep!r}, which has a problem (fix {dep!r} first)", file=spec.origin.file,
+                doc_index=spec.origin.doc_index, json_path=f"spec.dependsOn[{i}]")
+                for i, dep in enumerate(spec.depends_on) if dep in result.blocked)
     result.specs = [s for s in result.specs if s.name not in result.blocked]

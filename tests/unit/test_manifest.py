@@ -116,7 +116,8 @@ def test_depends_on_a_missing_server_blocks_it_and_its_dependents(write_manifest
     path = write_manifest(server("a", "dependsOn: [ghost]") + "---\n" + server("b", "dependsOn: [a]")
                           + "---\n" + server("c"))
     result = load(path)
-    assert messages(result) == [f"{path}[0] spec.dependsOn[0]: dependsOn names 'ghost', which no manifest declares"]
+    assert messages(result) == [f"{path}[0] spec.dependsOn[0]: dependsOn names 'ghost', which no manifest declares",
+                                f"{path}[1] spec.dependsOn[0]: depends on 'a', which has a problem (fix 'a' first)"]
     assert [s.name for s in result.specs] == ["c"]
     assert result.blocked == {"a", "b"}
 
@@ -130,6 +131,32 @@ def test_a_dependency_cycle_is_reported_with_the_cycle(write_manifest: WriteMani
     assert result.blocked == {"a", "b"}
 
 
+def test_every_independent_dependency_cycle_is_reported_and_blocked(write_manifest: WriteManifest) -> None:
+    path = write_manifest(server("a", "dependsOn: [b]") + "---\n" + server("b", "dependsOn: [c]")
+                          + "---\n" + server("c", "dependsOn: [a]") + "---\n" + server("d")
+                          + "---\n" + server("f", "dependsOn: [f]"))
+    result = load(path)
+    assert messages(result) == [f"{path}[0] spec.dependsOn: dependsOn cycle: a -> b -> c -> a",
+                                f"{path}[4] spec.dependsOn: dependsOn cycle: f -> f"]
+    assert [s.name for s in result.specs] == ["d"]
+    assert result.blocked == {"a", "b", "c", "f"}
+
+
+def test_a_server_depending_on_a_server_with_a_problem_gets_a_problem_of_its_own(
+        write_manifest: WriteManifest) -> None:
+    broken = write_manifest(server("a", "colour: blue"), "1-broken.yaml")
+    path = write_manifest(server("b", "dependsOn: [c, a]") + "---\n" + server("c", "dependsOn: [a]")
+                          + "---\n" + server("d"), "2-dependents.yaml")
+    result = load(broken.parent)
+    assert messages(result) == [
+        f"{broken}[0] spec: unknown field(s) ('colour' was unexpected)",
+        f"{path}[0] spec.dependsOn[0]: depends on 'c', which has a problem (fix 'c' first)",
+        f"{path}[0] spec.dependsOn[1]: depends on 'a', which has a problem (fix 'a' first)",
+        f"{path}[1] spec.dependsOn[0]: depends on 'a', which has a problem (fix 'a' first)"]
+    assert [s.name for s in result.specs] == ["d"]
+    assert result.blocked == {"a", "b", "c"}
+
+
 def test_a_missing_variable_without_default_is_a_problem_that_says_how_to_fix_it(
         write_manifest: WriteManifest) -> None:
     path = write_manifest(server("a", "env:\n  API_KEY: ${API_KEY}"))
@@ -139,6 +166,29 @@ def test_a_missing_variable_without_default_is_a_problem_that_says_how_to_fix_it
         "(set it, or give a default: ${API_KEY:-value})"]
     assert result.specs == []
     assert result.blocked == {"a"}
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    pytest.param("env:\n  TOKEN: [hunter2-secret]",
+                 "spec.env.TOKEN: the value is not of type 'string', 'number', 'boolean'", id="a list as a value"),
+    pytest.param("env:\n  TOKEN: {nested: hunter2-secret}",
+                 "spec.env.TOKEN: the value is not of type 'string', 'number', 'boolean'", id="a mapping as a value"),
+    pytest.param("env: [TOKEN=hunter2-secret]", "spec.env: the value is not of type 'object'",
+                 id="a list where the env mapping belongs"),
+    pytest.param("env: TOKEN=hunter2-secret", "spec.env: the value is not of type 'object'",
+                 id="a string where the env mapping belongs"),
+])
+def test_a_schema_violation_in_env_never_quotes_the_value(write_manifest: WriteManifest, body: str,
+                                                          expected: str) -> None:
+    path = write_manifest(server("a", body))
+    result = load(path)
+    assert messages(result) == [f"{path}[0] {expected}"]
+    assert "hunter2" not in repr([p.__dict__ for p in result.problems])
+
+
+def test_a_bad_env_name_is_quoted_because_names_are_not_secret(write_manifest: WriteManifest) -> None:
+    path = write_manifest(server("a", "env:\n  BAD-NAME: hunter2-secret"))
+    assert messages(load(path)) == [f"{path}[0] spec.env: 'BAD-NAME' does not match '^[A-Za-z_][A-Za-z0-9_]*$'"]
 
 
 def test_a_missing_file_is_a_problem(tmp_path: Path) -> None:
@@ -262,6 +312,17 @@ def test_a_directory_is_loaded_in_sorted_path_order_skipping_hidden_and_other_fi
     assert [s.name for s in result.specs] == ["zeta", "alpha", "beta", "mid"]
     assert [(s.origin.file, s.origin.doc_index) for s in result.specs][1:3] == [
         (str(FIXTURES / "ordered" / "2-alpha.yml"), 0), (str(FIXTURES / "ordered" / "2-alpha.yml"), 1)]
+
+
+def test_a_file_given_twice_is_loaded_once_where_it_is_first_met(
+        write_manifest: WriteManifest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    time = write_manifest(server("time"), "time.yaml")
+    write_manifest(server("zeta"), "zeta.yaml")
+    monkeypatch.chdir(tmp_path)
+    result = load("manifests", time, "manifests/./time.yaml")
+    assert result.problems == []
+    assert [(s.name, s.origin.file) for s in result.specs] == [
+        ("time", "manifests/time.yaml"), ("zeta", "manifests/zeta.yaml")]
 
 
 def test_dev_null_holds_no_servers_and_no_problem() -> None:
