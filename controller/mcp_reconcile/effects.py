@@ -78,7 +78,9 @@ class HostEffects:
         timeout = float(spec.tests.raw.get("startupTimeoutSeconds", DEFAULT_STARTUP_TIMEOUT_S))
         runner_args = ["--state-dir", str(self.state.root), "--name", spec.name,
                        "--generation", spec.runtime_generation, "--stop-timeout", str(spec.stop_timeout_s),
-                       "--startup-timeout", str(timeout), "--ready-fd", READY_FD_PLACEHOLDER, "--", *launch.argv]
+                       "--startup-timeout", str(timeout), "--ready-fd", READY_FD_PLACEHOLDER,
+                       *(arg for key in sorted(spec.secret_keys) for arg in ("--secret-env", key)),  # names only
+                       "--", *launch.argv]
         self.state.ensure()
         try:
             child = self._spawn_runner(spec.name, runner_args, dict(launch.env), launch.cwd, ready_w)

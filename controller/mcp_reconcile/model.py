@@ -226,11 +226,19 @@ class Condition:
 
 @dataclass(frozen=True)
 class LaunchSpec:
-    """A resolved way to start a server: what the installer found plus the spec's args and env."""
+    """A resolved way to start a server: what the installer found plus the spec's args and env.
+
+    `env` is the whole environment the server gets; `secret_keys` name the values in it that are secrets
+    (scrubbed from its logs).
+    """
 
     argv: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     cwd: str | None = None
+    secret_keys: frozenset[str] = frozenset()
+
+    def secret_values(self) -> list[str]:
+        return [value for key in sorted(self.secret_keys) if (value := self.env.get(key))]
 
 
 # Variables every server inherits even when a manifest references them as ${VAR} (they are no secret,

@@ -21,8 +21,10 @@ import select
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+from mcp_reconcile.scrub import StreamScrubber
 
 # How long a group gets between SIGTERM and SIGKILL when a command times out.
 COMMAND_KILL_GRACE_S = 2.0
@@ -212,21 +214,23 @@ def _pdeathsig_preexec() -> Callable[[], None]:
     return preexec
 
 
-async def _pump_stderr(stream: asyncio.StreamReader, log: RotatingLog) -> None:
+async def _pump_stderr(stream: asyncio.StreamReader, log: RotatingLog, scrubber: StreamScrubber) -> None:
     try:
         while chunk := await stream.read(STDERR_CHUNK):
-            log.write(chunk)
+            log.write(scrubber.feed(chunk) if scrubber else chunk)
+        log.write(scrubber.flush())
     finally:
         log.close()
 
 
 async def spawn_server(argv: Sequence[str], env: Mapping[str, str], cwd: str | None,
                        stderr_path: str | os.PathLike[str], *, log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
-                       log_backups: int = DEFAULT_LOG_BACKUPS) -> ServerProcess:
+                       log_backups: int = DEFAULT_LOG_BACKUPS, secrets: Iterable[str] = ()) -> ServerProcess:
     """Start a stdio server in a process group of its own, with PR_SET_PDEATHSIG=SIGTERM.
 
     stdin/stdout are pipes for the caller; stderr goes through a pipe into `stderr_path`, rotated at
-    `log_max_bytes`. Must run on the thread that stays alive as long as the server should (pdeathsig
+    `log_max_bytes`, with every value of `secrets` replaced by `(sensitive)` (a server may print its
+    environment). Must run on the thread that stays alive as long as the server should (pdeathsig
     follows the spawning thread). Raises OSError when the command cannot be executed.
     """
     loop = asyncio.get_running_loop()
@@ -241,7 +245,7 @@ async def spawn_server(argv: Sequence[str], env: Mapping[str, str], cwd: str | N
         raise
     process = asyncio.subprocess.Process(transport, protocol, loop)
     assert process.stderr is not None
-    pump = asyncio.create_task(_pump_stderr(process.stderr, log), name=f"stderr-{process.pid}")
+    pump = asyncio.create_task(_pump_stderr(process.stderr, log, StreamScrubber(secrets)), name=f"stderr-{process.pid}")
     return ServerProcess(process=process, pgid=process.pid, exited=protocol.exited, stderr_pump=pump)
 
 

@@ -34,6 +34,7 @@ from typing import Any
 
 from mcp_reconcile import proc
 from mcp_reconcile.gateway import REQUEST_TIMEOUT_S, Gateway, ServerLink, ServerUnavailable
+from mcp_reconcile.scrub import StreamScrubber
 from mcp_reconcile.store import RunRecord, StateDir
 
 # How long the server gets from spawn to an answered server/discover or initialize (npx cold starts).
@@ -78,6 +79,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--token-env", default=None,
                         help="name of the env var holding the endpoint's bearer token")
+    parser.add_argument("--secret-env", action="append", default=[], metavar="NAME",
+                        help="an env var whose value is a secret: scrubbed from the server's log and the runner's")
     parser.add_argument("--log-max-bytes", type=int, default=proc.DEFAULT_LOG_MAX_BYTES)
     parser.add_argument("--log-backups", type=int, default=proc.DEFAULT_LOG_BACKUPS)
     parser.add_argument("--ready-fd", type=int, default=None,
@@ -91,9 +94,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+# Secret values of this runner's server, scrubbed from what `_say` writes (set once, in Runner.run).
+_secrets = StreamScrubber(())
+
+
 def _say(message: str) -> None:
     """One line to the runner's own log (stderr; spawn_runner points it at logs/NAME.runner.log)."""
-    print(f"runner[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
+    line = _secrets.scrub(message.encode(errors="replace")).decode(errors="replace")
+    print(f"runner[{os.getpid()}]: {line}", file=sys.stderr, flush=True)
 
 
 async def fix_era(link: ServerLink, *, timeout_s: float) -> Era:
@@ -159,12 +167,15 @@ class Runner:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_requested.set)
         self.state.ensure()
+        global _secrets
         env = dict(os.environ)
         token = env.pop(self.args.token_env, None) if self.args.token_env else None
+        secrets = [value for name in self.args.secret_env if (value := os.environ.get(name))]
+        _secrets = StreamScrubber([*secrets, *([token] if token else [])])
         try:
             server = await proc.spawn_server(
                 self.args.command, env, None, self.state.log_path(self.args.name),
-                log_max_bytes=self.args.log_max_bytes, log_backups=self.args.log_backups)
+                log_max_bytes=self.args.log_max_bytes, log_backups=self.args.log_backups, secrets=secrets)
         except OSError as exc:
             _say(f"cannot start {self.args.command[0]!r}: {exc.strerror or exc}")
             self._write(state="exited", exit={"code": EXIT_SPAWN_FAILED, "signal": None, "at": time.time()})

@@ -177,3 +177,21 @@ def test_a_runner_killed_by_sigkill_leaves_no_grandchild_and_its_server_is_resta
     local.wait_until(lambda: local.pid_alive(grandchild), lambda alive: not alive,
                      what=f"the old grandchild {grandchild} reaped with its group")
     assert not local.pid_alive(before["server_pid"])
+
+
+def test_a_server_that_prints_its_secrets_leaves_none_in_its_log(local) -> None:
+    secret = "sk-live-7f3a9c2e51d84b06"
+    local.env["LEAKY_API_KEY"] = secret
+    local.write_manifest("leaky", {"source": {"path": str(local.fault_server("leaks_env.py"))},
+                                   "env": {"API_KEY": "${LEAKY_API_KEY}", "REGION": "eu-west-1",
+                                           "LEAK_ENV": "API_KEY,REGION"}})
+    local.cli("apply")
+    log_path = local.state_dir / "logs" / "leaky.log"
+    text = local.wait_until(lambda: log_path.read_text() if log_path.exists() else "",
+                            lambda t: "REGION=eu-west-1 loaded" in t, what="leaky's config lines in its log")
+
+    assert "config API_KEY=(sensitive) loaded" in text, text
+    logs = local.cli("logs", "leaky")
+    for where in (text, logs.out, *(p.read_text() for p in (local.state_dir / "logs").glob("leaky*")),
+                  (local.state_dir / "events.jsonl").read_text()):
+        assert secret not in where and secret[:12] not in where

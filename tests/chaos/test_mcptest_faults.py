@@ -7,6 +7,7 @@ liveness sockets of tests/fixtures/servers prove that no process outlives a suit
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from collections.abc import Iterator
@@ -49,7 +50,8 @@ def listener() -> Iterator[object]:
 
 
 def target(name: str, listener: object, **env: str) -> Target:
-    return Target(name, LaunchSpec((sys.executable, str(SERVERS / f"{name}.py")), env={**listener.env(), **env}))
+    return Target(name, LaunchSpec((sys.executable, str(SERVERS / f"{name}.py")),
+                                    env={**os.environ, **listener.env(), **env}))
 
 
 def accepted_connections(listener: object) -> list[socket.socket]:

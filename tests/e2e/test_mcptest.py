@@ -115,8 +115,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Servers:
     script = root / "modern_server.py"
     script.write_text(MODERN_SERVER)
     js = root / "npm" / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
-    return Servers(everything=LaunchSpec(("node", str(js))), everything_js=js,
-                   time=LaunchSpec((str(venv / "bin" / "mcp-server-time"), "--local-timezone", "UTC")),
+    env = dict(os.environ)   # a LaunchSpec's env is the whole environment of the server
+    return Servers(everything=LaunchSpec(("node", str(js)), env=env), everything_js=js,
+                   time=LaunchSpec((str(venv / "bin" / "mcp-server-time"), "--local-timezone", "UTC"), env=env),
                    modern_script=script)
 
 
@@ -270,7 +271,7 @@ async def test_a_stateless_endpoint_is_probed_with_server_discover_and_guarded_b
 
 async def test_with_an_endpoint_and_a_token_the_session_checks_use_the_endpoint_and_auth_runs(servers: Servers) -> None:
     port = free_port()
-    launch = LaunchSpec((sys.executable, str(servers.modern_script), "stdio"))
+    launch = LaunchSpec((sys.executable, str(servers.modern_script), "stdio"), env=dict(os.environ))
     tests = {"expectTools": ["add"],
              "calls": [{"tool": "add", "arguments": {"a": 2, "b": 3}, "expect": {"contains": "5"}}]}
     with modern_http(servers, port, TOKEN) as server:
@@ -286,7 +287,7 @@ async def test_with_an_endpoint_and_a_token_the_session_checks_use_the_endpoint_
 
 async def test_an_endpoint_that_ignores_the_token_fails_auth(servers: Servers) -> None:
     port = free_port()
-    launch = LaunchSpec((sys.executable, str(servers.modern_script), "stdio"))
+    launch = LaunchSpec((sys.executable, str(servers.modern_script), "stdio"), env=dict(os.environ))
     with modern_http(servers, port) as server:  # no token guard
         report = await run_suite(Target("open", launch, {}, endpoint=server.url, token=TOKEN),
                                  SuiteOptions(requests=5, p95_ms=5000.0))

@@ -46,7 +46,8 @@ class ServerProcess:
     async def start(cls, launch: LaunchSpec, *, stderr_path: Path) -> ServerProcess:
         """Spawn `launch` (its env over ours) in a process group of its own; OSError if it cannot run."""
         started_at = time.monotonic()
-        server = await proc.spawn_server(launch.argv, {**os.environ, **launch.env}, launch.cwd, stderr_path)
+        server = await proc.spawn_server(launch.argv, launch.env, launch.cwd, stderr_path,
+                                         secrets=launch.secret_values())
         return cls(server, started_at=started_at, stderr_path=stderr_path)
 
     @property
