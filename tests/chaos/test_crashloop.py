@@ -88,6 +88,20 @@ def test_a_hung_server_fails_its_probes_and_is_restarted(local) -> None:
     assert not local.pid_alive(first["server_pid"])
 
 
+def test_a_server_that_keeps_hanging_backs_off_like_one_that_keeps_crashing(local) -> None:
+    local.write_manifest("hung", {"source": {"path": str(local.fault_server("hang_on_ping.py"))},
+                                  "restartBackoff": BACKOFF,
+                                  "health": {"intervalSeconds": 0.2, "timeoutSeconds": 0.3, "failureThreshold": 1}})
+    local.start_controller()
+
+    backoffs = local.wait_event("server.backoff", server="hung", count=3)
+
+    assert [e["failures"] for e in backoffs] == [1, 2, 3], backoffs
+    assert all("unhealthy" in e["error"] for e in backoffs), backoffs
+    assert backoffs[0]["delay_s"] == 0 < backoffs[1]["delay_s"] < backoffs[2]["delay_s"], backoffs
+    assert backoffs[2]["crash_loop"] is True, backoffs
+
+
 def test_a_restarted_server_is_not_ready_until_its_new_process_answers_a_probe(local, tmp_path: Path) -> None:
     # healthy in its first life; after the crash it answers the runner's handshake but never a probe
     local.write_manifest("phoenix", {"source": {"path": str(local.fault_server("hang_on_ping.py"))},

@@ -53,6 +53,8 @@ from mcp_reconcile.systemd import Notifier
 REMOVAL_GRACE_S = 2.0
 # A server whose dependencies are not Ready yet is looked at again after this long.
 DEPENDENCY_WAIT_S = 1.0
+# A running server without an endpoint yet (a runner re-adopted while starting) is looked at again after this.
+STARTING_RECHECK_S = 0.5
 # How often the health report and the systemd STATUS line are refreshed.
 REPORT_INTERVAL_S = 5.0
 
@@ -220,6 +222,8 @@ class Controller:
             for o in outcomes:
                 if o.action.kind is ActionKind.restart and o.action.reason.startswith("unhealthy"):
                     self._count_restart(name, o.action.reason)
+                    if o.ok:   # a server that keeps hanging backs off like one that keeps crashing
+                        self._failed(name, o.action.reason)
                 elif o.action.kind is ActionKind.start and self.backoff.get(name, BackoffState()).failures:
                     self._count_restart(name, o.action.reason)  # a start after a crash or a failed start
                 if not o.ok and o.action.kind in (ActionKind.start, ActionKind.restart):
@@ -276,6 +280,8 @@ class Controller:
             if obs.endpoint:
                 self.health.ensure(name, obs.endpoint, interval_s=spec.health.interval_s,
                                    timeout_s=spec.health.timeout_s)
+            else:   # a re-adopted runner still starting: its endpoint comes soon, its runner exit wakes us too
+                self.queue.add(name, after_s=STARTING_RECHECK_S)
         elif not obs.running:
             self.health.forget(name)
             self.exits.forget(name)
