@@ -110,6 +110,15 @@ COMMANDS: dict[str, Callable[[Options], int]] = {
 }
 
 
+def os_error_text(exc: OSError) -> str:
+    """`PATH: reason` of an OSError (`SRC -> DST: reason` for a rename), or just the reason without a path."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is None:
+        return reason
+    where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 is not None else f"{exc.filename}"
+    return f"{where}: {reason}"
+
+
 def dispatch(opts: Options) -> int:
     from mcp_reconcile import events
 
@@ -118,6 +127,9 @@ def dispatch(opts: Options) -> int:
         return COMMANDS[opts.command](opts)
     except McpReconcileError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return render.EXIT_ERROR
+    except OSError as exc:  # a path the command could not use: name it and the reason, never a traceback
+        print(f"error: {opts.command} failed: {os_error_text(exc)}", file=sys.stderr)
         return render.EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

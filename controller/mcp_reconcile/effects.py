@@ -80,6 +80,7 @@ class HostEffects:
                        "--generation", spec.runtime_generation, "--stop-timeout", str(spec.stop_timeout_s),
                        "--startup-timeout", str(timeout), "--ready-fd", READY_FD_PLACEHOLDER,
                        *(arg for key in sorted(spec.secret_keys) for arg in ("--secret-env", key)),  # names only
+                       *(("--token-env", spec.token_env) if spec.token_env else ()),
                        "--", *launch.argv]
         self.state.ensure()
         try:

@@ -89,6 +89,9 @@ def import_config(opts: Options) -> int:
         sys.stdout.write("---\n".join(texts.values()))
         return render.EXIT_OK
     out_dir = Path(opts.import_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        print(f"error: -d {out_dir} is not a directory", file=sys.stderr)
+        return render.EXIT_ERROR
     targets = {name: out_dir / f"{name}.yaml" for name in texts}
     secret_files = {name: out_dir / f"{name}.secrets.env" for name in secrets}
     existing = [str(p) for p in [*targets.values(), *secret_files.values()] if p.exists()]

@@ -240,6 +240,12 @@ def build_spec(doc: dict[str, Any], *, origin: Origin, environ: Mapping[str, str
     cwd = spec.get("cwd")
     if cwd:
         cwd = str((base / os.path.expanduser(cwd)).resolve())
+    token_env = (spec.get("endpointAuth") or {}).get("tokenEnv")
+    if token_env is not None:
+        if not env.get(token_env):
+            raise ManifestError(f"names {token_env!r}, which spec.env does not set (add {token_env}: ${{VAR}} to "
+                                "spec.env)", json_path="spec.endpointAuth.tokenEnv")
+        secret_keys.add(token_env)   # a bearer token is a secret however it was written
 
     if spec.get("transport", "stdio") != "stdio":
         raise ManifestError("only stdio servers are run for now; every server is served over Streamable HTTP by "
@@ -254,12 +260,13 @@ def build_spec(doc: dict[str, Any], *, origin: Origin, environ: Mapping[str, str
         "path": spec.get("path", "/mcp"), "cwd": cwd, "health": health, "restartPolicy":
         spec.get("restartPolicy", "Always"), "restartBackoff": backoff, "dependsOn": spec.get("dependsOn", []),
         "tests": spec.get("tests", {}), "stopTimeoutSeconds": spec.get("stopTimeoutSeconds", 5),
+        "endpointAuth": spec.get("endpointAuth"),
     }
     digests = generation.field_digests(fields, key)
     return ServerSpec(
         name=meta["name"], source=Source(kind, ref), command=tuple(command) if command else None,
         args=tuple(fields["args"]), env=MappingProxyType(env), secret_keys=frozenset(secret_keys),
-        env_refs=frozenset(refs),
+        env_refs=frozenset(refs), token_env=token_env,
         transport=fields["transport"], port=fields["port"], path=fields["path"], cwd=cwd,
         desired_state=DesiredState(spec.get("desiredState", "running")),
         restart_policy=RestartPolicy(fields["restartPolicy"]),

@@ -16,7 +16,7 @@ API_VERSION = "mcp-reconcile/v1"
 KIND = "MCPServer"
 
 # Fields of a spec whose change means the process must be restarted (the source also reinstalls).
-RUNTIME_FIELDS = ("source", "command", "args", "env", "transport", "port", "path", "cwd")
+RUNTIME_FIELDS = ("source", "command", "args", "env", "transport", "port", "path", "cwd", "endpointAuth")
 INSTALL_FIELDS = ("source",)
 
 
@@ -126,6 +126,7 @@ class ServerSpec:
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     secret_keys: frozenset[str] = frozenset()
     env_refs: frozenset[str] = frozenset()   # controller variables its env references as ${VAR}
+    token_env: str | None = None   # the env entry holding the endpoint's bearer token (kept from the server)
     transport: str = "stdio"
     port: int | None = None
     path: str = "/mcp"
@@ -146,6 +147,11 @@ class ServerSpec:
 
     def secret_values(self) -> list[str]:
         return [self.env[k] for k in self.secret_keys if self.env.get(k)]
+
+    @property
+    def endpoint_token(self) -> str | None:
+        """The bearer token clients (probes and tests included) must send to the runner's endpoint."""
+        return self.env.get(self.token_env) or None if self.token_env else None
 
 
 @dataclass(frozen=True)

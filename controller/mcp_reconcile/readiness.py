@@ -47,8 +47,8 @@ def record_status(ledger: Ledger, spec: ServerSpec | None, obs: ObservedServer, 
     return ledger.update(obs.name, phase=phase.value, message=message, conditions=cond_docs)
 
 
-async def probe_endpoint(endpoint: str, timeout_s: float) -> dict[str, Any]:
-    session = LeanProbe(endpoint)
+async def probe_endpoint(endpoint: str, timeout_s: float, token: str | None = None) -> dict[str, Any]:
+    session = LeanProbe(endpoint, token=token)
     try:
         result = await session.probe(timeout_s)
     finally:
@@ -63,8 +63,9 @@ async def refresh_status(state: StateDir, ledger: Ledger, specs: Mapping[str, Se
     if probe:
         running = [o for o in observed.servers.values() if o.running and o.endpoint]
         timeouts = [specs[o.name].health.timeout_s if o.name in specs else 5.0 for o in running]
-        results = await asyncio.gather(*(probe_endpoint(o.endpoint or "", t)
-                                         for o, t in zip(running, timeouts, strict=True)))
+        tokens = [specs[o.name].endpoint_token if o.name in specs else None for o in running]
+        results = await asyncio.gather(*(probe_endpoint(o.endpoint or "", t, token)
+                                         for o, t, token in zip(running, timeouts, tokens, strict=True)))
         for o, r in zip(running, results, strict=True):
             failures = 0 if r["ok"] else int(ledger.get(o.name).get("consecutive_probe_failures", 0)) + 1
             ledger.update(o.name, healthy=r["ok"], last_probe=r, consecutive_probe_failures=failures)

@@ -163,10 +163,15 @@ class StateDir:
 
     # the lock -----------------------------------------------------------------------------------
     def acquire_lock(self) -> None:
-        """Take the exclusive controller lock, or fail at once naming who holds it."""
-        self.ensure()
+        """Take the exclusive controller lock, or fail at once naming who holds it (or what is in the way)."""
         path = self.root / ".lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.ensure()
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            # mkdir(exist_ok=True) says "File exists" when the path is a file: name the real problem.
+            reason = "exists and is not a directory" if isinstance(exc, FileExistsError) else exc.strerror or exc
+            raise StoreError(f"cannot lock the state dir: {exc.filename or path}: {reason}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import sys
 from collections.abc import Mapping
@@ -30,6 +31,8 @@ async def test_one(spec: ServerSpec, state: StateDir, base_env: Mapping[str, str
     if not record:
         raise McpReconcileError(f"{spec.name}: not installed (run `mcp-reconcile apply --install` first)")
     launch = install.launch_spec(spec, record, base_env)
+    if spec.token_env:   # the endpoint's token is the runner's, never the server's (as the runner does)
+        launch = dataclasses.replace(launch, env={k: v for k, v in launch.env.items() if k != spec.token_env})
     run = state.read_run(spec.name) or {}
     endpoint = run.get("endpoint") if run.get("state") == "running" else None
     target = Target.from_spec(spec, launch, endpoint=endpoint)

@@ -266,6 +266,27 @@ def test_secret_env_marks_plain_values_secret(write_manifest: WriteManifest) -> 
     assert spec.secret_values() == ["plain-but-secret"]
 
 
+def test_the_endpoint_token_comes_from_env_and_is_always_a_secret(write_manifest: WriteManifest) -> None:
+    path = write_manifest(server("a", "endpointAuth: {tokenEnv: EP_TOKEN}\nenv:\n  EP_TOKEN: literal-token-1"))
+    spec = load(path).by_name["a"]
+    assert (spec.token_env, spec.endpoint_token) == ("EP_TOKEN", "literal-token-1")
+    assert spec.secret_keys == {"EP_TOKEN"}
+
+
+def test_an_endpoint_token_env_that_names_no_env_entry_is_a_problem(write_manifest: WriteManifest) -> None:
+    path = write_manifest(server("a", "endpointAuth: {tokenEnv: EP_TOKEN}\nenv:\n  TZ: UTC"))
+    assert messages(load(path)) == [f"{path}[0] spec.endpointAuth.tokenEnv: names 'EP_TOKEN', which spec.env does "
+                                    "not set (add EP_TOKEN: ${VAR} to spec.env)"]
+
+
+def test_a_rotated_endpoint_token_changes_the_runtime_generation(write_manifest: WriteManifest) -> None:
+    path = write_manifest(server("a", "endpointAuth: {tokenEnv: EP_TOKEN}\nenv:\n  EP_TOKEN: ${TOK}"))
+    first = load(path, environ={"TOK": "one-token"}).by_name["a"]
+    second = load(path, environ={"TOK": "two-token"}).by_name["a"]
+    assert first.runtime_generation != second.runtime_generation
+    assert "one-token" not in first.runtime_generation
+
+
 def test_a_variable_in_args_is_refused(write_manifest: WriteManifest) -> None:
     path = write_manifest(server("a", 'args: ["--token=${API_KEY}"]'))
     result = load(path, environ={"API_KEY": SECRET})

@@ -170,8 +170,8 @@ def test_settings_take_options_over_the_manifest_over_the_defaults() -> None:
 def test_a_target_from_a_spec_takes_its_tests_stop_timeout_and_token() -> None:
     from mcp_reconcile.model import ServerSpec, Source, TestSpec
 
-    spec = ServerSpec(name="s", source=Source("path", "/srv/s.py"), stop_timeout_s=2.0,
-                      tests=TestSpec(raw={"token": "t0k", "concurrency": 3}))
+    spec = ServerSpec(name="s", source=Source("path", "/srv/s.py"), stop_timeout_s=2.0, env={"EP_TOKEN": "t0k"},
+                      token_env="EP_TOKEN", tests=TestSpec(raw={"concurrency": 3}))
     target = Target.from_spec(spec, LaunchSpec(("python", "/srv/s.py")), endpoint="http://127.0.0.1:1/mcp")
     assert (target.server, target.token, target.stop_timeout_s, target.tests["concurrency"]) == ("s", "t0k", 2.0, 3)
     assert Target.from_spec(spec, LaunchSpec(("x",)), token="other").token == "other"

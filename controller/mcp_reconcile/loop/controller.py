@@ -279,7 +279,7 @@ class Controller:
                 self.queue.add(name)   # it exited between observing and watching
             if obs.endpoint:
                 self.health.ensure(name, obs.endpoint, interval_s=spec.health.interval_s,
-                                   timeout_s=spec.health.timeout_s)
+                                   timeout_s=spec.health.timeout_s, token=spec.endpoint_token)
             else:   # a re-adopted runner still starting: its endpoint comes soon, its runner exit wakes us too
                 self.queue.add(name, after_s=STARTING_RECHECK_S)
         elif not obs.running:

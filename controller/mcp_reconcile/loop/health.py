@@ -21,14 +21,16 @@ class HealthMonitor:
         self._on_result = on_result
         self._tasks: dict[str, tuple[str, asyncio.Task[None]]] = {}
 
-    def ensure(self, name: str, endpoint: str, *, interval_s: float, timeout_s: float) -> None:
-        """Probe `name` at `endpoint`; a new endpoint (new runner) replaces the old probe task."""
-        key = f"{endpoint} every {interval_s}s within {timeout_s}s"   # an edited health block restarts probing
+    def ensure(self, name: str, endpoint: str, *, interval_s: float, timeout_s: float,
+               token: str | None = None) -> None:
+        """Probe `name` at `endpoint` (with its bearer token); a new endpoint (new runner) replaces the old task."""
+        key = (endpoint, interval_s, timeout_s, token)   # an edited health block restarts probing
         current = self._tasks.get(name)
         if current and current[0] == key and not current[1].done():
             return
         self.forget(name)
-        task = asyncio.create_task(self._probe_loop(name, endpoint, interval_s, timeout_s), name=f"probe-{name}")
+        task = asyncio.create_task(self._probe_loop(name, endpoint, interval_s, timeout_s, token),
+                                   name=f"probe-{name}")
         self._tasks[name] = (key, task)
 
     def forget(self, name: str) -> None:
@@ -36,8 +38,9 @@ class HealthMonitor:
         if current:
             current[1].cancel()
 
-    async def _probe_loop(self, name: str, endpoint: str, interval_s: float, timeout_s: float) -> None:
-        session = LeanProbe(endpoint)
+    async def _probe_loop(self, name: str, endpoint: str, interval_s: float, timeout_s: float,
+                          token: str | None) -> None:
+        session = LeanProbe(endpoint, token=token)
         try:
             while True:
                 result = await session.probe(timeout_s)

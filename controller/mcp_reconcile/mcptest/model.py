@@ -111,11 +111,9 @@ class Target:
     @classmethod
     def from_spec(cls, spec: ServerSpec, launch: LaunchSpec, *, endpoint: str | None = None,
                   token: str | None = None) -> Target:
-        """The target for a manifest's server; the token defaults to the manifest's `tests.token`."""
-        raw_token = spec.tests.raw.get("token")
+        """The target for a manifest's server; the token defaults to its endpoint's (`spec.endpointAuth`)."""
         return cls(spec.name, launch, spec.tests.raw, endpoint=endpoint,
-                   token=token if token is not None else (str(raw_token) if raw_token else None),
-                   stop_timeout_s=spec.stop_timeout_s)
+                   token=token if token is not None else spec.endpoint_token, stop_timeout_s=spec.stop_timeout_s)
 
 
 @dataclass(frozen=True)
