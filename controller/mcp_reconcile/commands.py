@@ -129,7 +129,7 @@ def dispatch(opts: Options) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return render.EXIT_ERROR
     except OSError as exc:  # a path the command could not use: name it and the reason, never a traceback
-        print(f"error: {opts.command} failed: {os_error_text(exc)}", file=sys.stderr)
+        print(f"error: {opts.command}: {os_error_text(exc)}", file=sys.stderr)
         return render.EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -4,6 +4,7 @@ this very test process (its pid, create_time and command line are what observati
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -258,6 +259,35 @@ def test_a_corrupt_state_file_exits_1_naming_it(run_cli: RunCli, state_dir: Stat
     assert (code, out) == (1, "")
     assert err.startswith(f"error: {state_dir.state_file}: ")
     assert "Traceback" not in err
+
+
+def _a_regular_file(tmp_path: Path) -> tuple[Path, str]:
+    (tmp_path / "state").write_text("not a dir\n")
+    return tmp_path / "state", "exists and is not a directory"
+
+
+def _below_a_regular_file(tmp_path: Path) -> tuple[Path, str]:
+    (tmp_path / "file").write_text("")
+    return tmp_path / "file" / "state", os.strerror(errno.ENOTDIR)
+
+
+def _a_lock_that_is_a_directory(tmp_path: Path) -> tuple[Path, str]:
+    (tmp_path / "state" / ".lock").mkdir(parents=True)
+    return tmp_path / "state" / ".lock", os.strerror(errno.EISDIR)
+
+
+@pytest.mark.parametrize("unusable", [
+    pytest.param(_a_regular_file, id="the state dir is a regular file"),
+    pytest.param(_below_a_regular_file, id="the state dir is below a regular file"),
+    pytest.param(_a_lock_that_is_a_directory, id="its lock file cannot be opened"),
+])
+@pytest.mark.parametrize("command", ["apply", "run", "stop-all"])
+def test_an_unusable_state_dir_exits_1_naming_the_path_and_the_reason(
+        run_cli: RunCli, tmp_path: Path, command: str, unusable: Callable[[Path], tuple[Path, str]]) -> None:
+    path, reason = unusable(tmp_path)
+    state = path.parent if path.name == ".lock" else path
+    code, out, err = run_cli([command, "-f", "manifests/", "--state-dir", str(state)])
+    assert (code, out, err) == (1, "", f"error: cannot lock the state dir: {path}: {reason}\n")
 
 
 def test_a_usage_error_exits_1_not_2(run_cli: RunCli, tmp_path: Path) -> None:

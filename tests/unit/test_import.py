@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -18,29 +21,38 @@ KEY = b"k" * 32
 ENV = {"EVERYTHING_TOKEN": "tok-123456", "OPENWEATHER_API_KEY": "ow-123456", "WEATHER_REGION": "eu",
        "CACHE_DIR": "/tmp/c", "PGPASSWORD": "pw-123456", "PGUSER": "me", "PG_DSN_TOKEN": "dsn-123456",
        "BRAVE_API_KEY": "brave-123456", "GITHUB_TOKEN": "gh-123456", "API_KEY": "api-123456",
-       "WEATHER_API_KEY": "w-123456"}
+       "WEATHER_API_KEY": "w-123456", "TZ": "UTC"}
+RunCli = Callable[[Sequence[str]], tuple[int, str, str]]
 
 
 def _plan_lines(paths: list[str]) -> tuple[list[str], str]:
     load = load_manifests(paths, environ=ENV, key=KEY)
+    assert load.problems == []
     specs = load.by_name
     return sorted(s.name for s in load.specs), plan_text(plan(specs, Observed(), now=0.0))
 
 
 @pytest.mark.parametrize("fixture", FOREIGN)
-def test_imported_manifests_plan_identically_to_the_foreign_file(fixture: str, tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "manifests"
-    assert cli.main(["import", str(FIXTURES / fixture), "-d", str(out)]) == 0
-    capsys.readouterr()
-    written = sorted(out.glob("*.yaml"))
-    assert written, "import wrote no manifest"
+def test_imported_manifests_validate_and_plan_identically_to_the_foreign_file(
+        fixture: str, tmp_path: Path, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    source, out, state = str(FIXTURES / fixture), tmp_path / "manifests", str(tmp_path / "state")
+    code, _, err = run_cli(["import", source, "-d", str(out)])
+    assert code == 0, err
+    assert sorted(out.glob("*.yaml")), "import wrote no manifest"
 
-    assert cli.main(["validate", "-f", str(out)]) in (0, 1)
-    direct_names, direct_plan = _plan_lines([str(FIXTURES / fixture)])
-    imported_names, imported_plan = _plan_lines([str(out)])
-    assert imported_names == direct_names
+    code, valid, err = run_cli(["validate", "-f", str(out)])
+    assert (code, err) == (0, ""), valid + err
+    code, imported_plan, err = run_cli(["plan", "-f", str(out), "--state-dir", state])
+    assert (code, err) == (0, ""), err
+    code, direct_plan, err = run_cli(["plan", "-f", source, "--state-dir", state])
+    assert code == 0, err
     assert imported_plan == direct_plan
+    assert "+ install" in imported_plan
+
+    direct_names, direct_lines = _plan_lines([source])
+    assert _plan_lines([str(out)]) == (direct_names, direct_lines)
 
 
 def test_import_refuses_to_overwrite_an_existing_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -98,3 +110,20 @@ def test_the_legacy_config_flag_plans_from_servers_config_json(capsys: pytest.Ca
     out = capsys.readouterr().out
     assert code == 0, out
     assert "+ install   filesystem" in out and "Plan:" in out
+
+
+def test_import_into_a_dir_that_is_a_regular_file_exits_1_saying_so(tmp_path: Path, run_cli: RunCli) -> None:
+    not_a_dir = tmp_path / "notes.txt"
+    not_a_dir.write_text("keep me\n")
+    code, out, err = run_cli(["import", str(FIXTURES / "cursor_mcp.json"), "-d", str(not_a_dir)])
+    assert (code, out) == (1, "")
+    assert err.splitlines()[-1] == f"error: -d {not_a_dir} is not a directory"
+    assert not_a_dir.read_text() == "keep me\n"
+
+
+def test_import_under_a_regular_file_exits_1_naming_the_path_and_the_reason(tmp_path: Path, run_cli: RunCli) -> None:
+    (tmp_path / "notes.txt").write_text("")
+    below_a_file = tmp_path / "notes.txt" / "manifests"
+    code, out, err = run_cli(["import", str(FIXTURES / "cursor_mcp.json"), "-d", str(below_a_file)])
+    assert (code, out) == (1, "")
+    assert err.splitlines()[-1] == f"error: import: {below_a_file}: {os.strerror(errno.ENOTDIR)}"
