@@ -33,10 +33,15 @@ def _cond(type_: str, ok: bool | None, reason: str, message: str = "") -> Condit
     return Condition(type_, status, reason, message)
 
 
-def evaluate(spec: ServerSpec | None, obs: ObservedServer, mem: Memory) -> tuple[Phase, list[Condition], str]:
-    """(phase, conditions, one-line message) for a server; `spec` None means removed from manifests."""
+def evaluate(spec: ServerSpec | None, obs: ObservedServer, mem: Memory, *,
+             held: str | None = None) -> tuple[Phase, list[Condition], str]:
+    """(phase, conditions, one-line message) for a server; `spec` None means removed from manifests.
+
+    `held` says why a server without a spec is left as it is (its manifest has errors): it is neither
+    removed nor vouched for, since nothing probes or restarts it until the manifest is fixed.
+    """
     installed = obs.installed and (spec is None or obs.install_generation == spec.install_generation)
-    healthy = obs.healthy if obs.running else False
+    healthy = (None if held else obs.healthy) if obs.running else False
     gate = bool(spec and spec.tests.gate)
     tested = mem.tested_ok if gate else True
     conds = [
@@ -53,6 +58,10 @@ def evaluate(spec: ServerSpec | None, obs: ObservedServer, mem: Memory) -> tuple
     conds.append(_cond("Ready", ready, "Ready" if ready else "NotReady"))
 
     desired = spec.desired_state if spec else DesiredState.absent
+    if held and spec is None:
+        if obs.running:
+            return Phase.Running, conds, f"{held}: left running as last applied, not probed or restarted"
+        return Phase.Failed, conds, f"{held}: not running, and not restarted until the manifest is fixed"
     if mem.failed_reason:
         return Phase.Failed, conds, mem.failed_reason
     if mem.stopped and not obs.running:

@@ -163,10 +163,12 @@ def _reason_without_value(error: Any) -> str:
     return f"the value fails the {error.validator!r} check"
 
 
-def expand(value: str, lookup: Mapping[str, str], *, where: str, refs: set[str] | None = None) -> tuple[str, bool]:
+def expand(value: str, lookup: Mapping[str, str], *, where: str, refs: set[str] | None = None,
+           unset_ok: bool = False) -> tuple[str, bool]:
     """Expand `${VAR}` / `${VAR:-default}` (and `$$` -> `$`); True when any reference was expanded.
 
-    The names referenced are added to `refs`."""
+    The names referenced are added to `refs`. An unset variable without a default is an error, or ""
+    with `unset_ok`."""
     used = False
 
     def repl(match: re.Match[str]) -> str:
@@ -181,6 +183,8 @@ def expand(value: str, lookup: Mapping[str, str], *, where: str, refs: set[str] 
             return lookup[name]
         if default is not None:
             return default
+        if unset_ok:
+            return ""
         raise ManifestError(f"${{{name}}} is not set in the controller's environment or envFile "
                             f"(set it, or give a default: ${{{name}:-value}})", json_path=where)
 
@@ -201,7 +205,8 @@ def _read_env_file(path: Path, *, where: str) -> dict[str, str]:
     return {k: v for k, v in dotenv_values(path).items() if v is not None}
 
 
-def build_spec(doc: dict[str, Any], *, origin: Origin, environ: Mapping[str, str], key: bytes) -> ServerSpec:
+def build_spec(doc: dict[str, Any], *, origin: Origin, environ: Mapping[str, str], key: bytes,
+               unset_vars_ok: bool = False) -> ServerSpec:
     """A ServerSpec from one schema-valid document. Raises ManifestError for expansion problems."""
     base = Path(origin.file).parent if origin.file not in ("<memory>", "-") else Path.cwd()
     meta, spec = doc["metadata"], doc["spec"]
@@ -231,7 +236,7 @@ def build_spec(doc: dict[str, Any], *, origin: Origin, environ: Mapping[str, str
     env: dict[str, str] = dict(env_file_vars)
     refs: set[str] = set()
     for name, raw in (spec.get("env") or {}).items():
-        value, from_ref = expand(_scalar(raw), lookup, where=f"spec.env.{name}", refs=refs)
+        value, from_ref = expand(_scalar(raw), lookup, where=f"spec.env.{name}", refs=refs, unset_ok=unset_vars_ok)
         env[name] = value
         if from_ref:
             secret_keys.add(name)
@@ -242,7 +247,7 @@ def build_spec(doc: dict[str, Any], *, origin: Origin, environ: Mapping[str, str
         cwd = str((base / os.path.expanduser(cwd)).resolve())
     token_env = (spec.get("endpointAuth") or {}).get("tokenEnv")
     if token_env is not None:
-        if not env.get(token_env):
+        if token_env not in env or not (env[token_env] or unset_vars_ok):
             raise ManifestError(f"names {token_env!r}, which spec.env does not set (add {token_env}: ${{VAR}} to "
                                 "spec.env)", json_path="spec.endpointAuth.tokenEnv")
         secret_keys.add(token_env)   # a bearer token is a secret however it was written
@@ -284,8 +289,10 @@ def build_spec(doc: dict[str, Any], *, origin: Origin, environ: Mapping[str, str
 
 
 def load_manifests(paths: Sequence[str | Path], *, environ: Mapping[str, str] | None = None,
-                   key: bytes | None = None) -> LoadResult:
-    """Every server the manifests under `paths` declare, plus every problem, in file order."""
+                   key: bytes | None = None, unset_vars_ok: bool = False) -> LoadResult:
+    """Every server the manifests under `paths` declare, plus every problem, in file order.
+
+    `unset_vars_ok` expands an unset ${VAR} to "" (read-only commands, whose shell may lack the secrets)."""
     environ = os.environ if environ is None else environ
     key = key if key is not None else os.urandom(32)
     result = LoadResult()
@@ -323,7 +330,8 @@ def load_manifests(paths: Sequence[str | Path], *, environ: Mapping[str, str] | 
             seen[name] = origin
             result.files[name] = str(path)
             try:
-                result.specs.append(build_spec(doc, origin=origin, environ=environ, key=key))
+                result.specs.append(build_spec(doc, origin=origin, environ=environ, key=key,
+                                               unset_vars_ok=unset_vars_ok))
             except ManifestError as exc:
                 result.problems.append(exc.located(file=str(path), doc_index=index))
                 result.blocked.add(name)

@@ -30,10 +30,11 @@ def memory_of(entry: Mapping[str, Any]) -> conditions.Memory:
         stopped=bool(entry.get("stopped")))
 
 
-def record_status(ledger: Ledger, spec: ServerSpec | None, obs: ObservedServer, *, now: float) -> dict[str, Any]:
+def record_status(ledger: Ledger, spec: ServerSpec | None, obs: ObservedServer, *, now: float,
+                  held: str | None = None) -> dict[str, Any]:
     """Evaluate phase + conditions, keep transition times, log a phase change once. Returns the entry."""
     entry = ledger.get(obs.name)
-    phase, conds, message = conditions.evaluate(spec, obs, memory_of(entry))
+    phase, conds, message = conditions.evaluate(spec, obs, memory_of(entry), held=held)
     previous = {c["type"]: c for c in entry.get("conditions", [])}
     cond_docs = []
     for c in conds:

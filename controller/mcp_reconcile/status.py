@@ -56,16 +56,19 @@ def collect(opts: Options) -> list[dict[str, Any]]:
     state = StateDir(opts.state_dir)
     ledger = Ledger(state)
     specs: dict[str, Any] = {}
+    held: dict[str, str] = {}
     try:
-        specs = load_desired(opts.manifest_paths(), state, create_key=False, ledger=ledger).load.by_name
+        desired = load_desired(opts.manifest_paths(), state, create_key=False, ledger=ledger, unset_vars_ok=True)
+        specs, held = desired.load.by_name, desired.held
     except McpReconcileError:
         specs = {}  # status shows what runs even when the manifests cannot be read
     observed = observe(state, specs, ledger=ledger)
     rows = []
     for name, obs in observed.servers.items():
         entry = ledger.get(name)
-        phase, conds, message = conditions.evaluate(specs.get(name), obs, memory_of(entry))
-        if name not in specs and entry.get("phase"):
+        why_held = held.get(name) if name not in specs else None
+        phase, conds, message = conditions.evaluate(specs.get(name), obs, memory_of(entry), held=why_held)
+        if name not in specs and not why_held and entry.get("phase"):
             # not in the manifests this command read (another -f?): show what the controller recorded
             phase = Phase(entry["phase"])
             message = (entry.get("message") or "") + " (not in the manifests read by this command)"

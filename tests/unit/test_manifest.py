@@ -266,6 +266,13 @@ def test_secret_env_marks_plain_values_secret(write_manifest: WriteManifest) -> 
     assert spec.secret_values() == ["plain-but-secret"]
 
 
+def test_a_read_only_load_takes_an_unset_variable_as_empty_instead_of_a_problem(write_manifest: WriteManifest) -> None:
+    path = write_manifest(server("a", "endpointAuth: {tokenEnv: EP}\nenv:\n  EP: ${UNSET_TOKEN}\n  K: ${UNSET_KEY}"))
+    assert [p.json_path for p in load(path).problems] == ["spec.env.EP"]
+    lenient = load_manifests([str(path)], environ={}, key=b"k" * 32, unset_vars_ok=True)
+    assert lenient.problems == [] and dict(lenient.by_name["a"].env) == {"EP": "", "K": ""}
+
+
 def test_the_endpoint_token_comes_from_env_and_is_always_a_secret(write_manifest: WriteManifest) -> None:
     path = write_manifest(server("a", "endpointAuth: {tokenEnv: EP_TOKEN}\nenv:\n  EP_TOKEN: literal-token-1"))
     spec = load(path).by_name["a"]

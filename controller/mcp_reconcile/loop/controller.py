@@ -74,7 +74,7 @@ class Controller:
                                    install_slots=asyncio.Semaphore(max(1, opts.max_parallel_installs)),
                                    spawner=RunnerSpawner(state.root))
         self.desired: dict[str, ServerSpec] = {}
-        self.protected: set[str] = set()
+        self.held: dict[str, str] = {}   # servers with no usable spec, left as they are -> why
         self.backoff: dict[str, BackoffState] = {}
         self._policies: dict[BackoffSpec, Backoff] = {}
         self.missing_since: dict[str, float] = {}
@@ -112,7 +112,7 @@ class Controller:
         changed = {n for n in set(merged) | set(self.desired)
                    if n not in merged or n not in self.desired or merged[n].generation != self.desired[n].generation
                    or merged[n].desired_state != self.desired[n].desired_state}
-        self.protected = desired.protected - set(keep)
+        self.held = {n: why for n, why in desired.held.items() if n not in keep}
         # specs of removed servers, until they are gone: their dependsOn still orders their stops
         self.removed_specs.update({n: spec for n, spec in self.desired.items() if n not in merged})
         for name in merged:
@@ -189,7 +189,8 @@ class Controller:
 
     async def reconcile(self, name: str) -> None:
         spec = self.desired.get(name)
-        if name in self.protected:
+        if name in self.held:
+            await self._hold(name, self.held[name])
             return
         fresh = observe_server(self.state, name)   # the records alone: an exit not counted yet is still there
         if fresh.last_exit_code is not None or fresh.stale_run_record:
@@ -251,6 +252,25 @@ class Controller:
         self.ledger.update(name, last_exit={"code": obs.last_exit_code, "reason": reason, "at": time.time()},
                            healthy=None, consecutive_probe_failures=0)
 
+    async def _hold(self, name: str, why: str) -> None:
+        """A server known from an earlier run whose manifest is broken now, so there is no spec to restart it
+        with: leave it as it is, notice its exit, and say so in status until the manifest is fixed."""
+        obs = observe_server(self.state, name)
+        if obs.last_exit_code is not None or obs.stale_run_record:
+            reason = obs.stale_reason or f"exit code {obs.last_exit_code}"
+            self.effects.forget_child(name)
+            await asyncio.to_thread(self.effects.reap_leftovers, name)
+            self.state.remove_run(name)
+            self.ledger.update(name, last_exit={"code": obs.last_exit_code, "reason": reason, "at": time.time()},
+                               healthy=None, consecutive_probe_failures=0)
+            self.log.error("server.exited_unsupervised", server=name, reason=reason, error=why)
+            obs = observe_server(self.state, name)
+        run = self.state.read_run(name) if obs.running else None
+        if run and run.get("runner_pid") and not self.exits.watch(name, run["runner_pid"]):
+            self.queue.add(name)   # it exited between observing and watching
+        record_status(self.ledger, None, self._observe(name, obs), now=time.time(), held=why)
+        self.ledger.save()
+
     def _count_restart(self, name: str, reason: str) -> None:
         restarts = int(self.ledger.get(name).get("restarts", 0)) + 1
         self.ledger.update(name, restarts=restarts)
@@ -307,11 +327,14 @@ class Controller:
         """READY=1 once every server had its first pass, whatever its outcome."""
         self.first_pass.discard(name)
         if not self.first_pass and not self.ready_sent:
-            self.ready_sent = True
-            self.notifier.ready(self.summary())
-            self.log.info("controller.ready", summary=self.summary())
-            if self.opts.test_after:   # --test / --all: the suite once, after the first pass
-                self._tests = asyncio.create_task(self._run_tests_once())
+            self._send_ready()
+
+    def _send_ready(self) -> None:
+        self.ready_sent = True
+        self.notifier.ready(self.summary())
+        self.log.info("controller.ready", summary=self.summary())
+        if self.opts.test_after:   # --test / --all: the suite once, after the first pass
+            self._tests = asyncio.create_task(self._run_tests_once())
 
     async def _run_tests_once(self) -> None:
         from mcp_reconcile.testcmd import run_tests_async
@@ -375,7 +398,7 @@ class Controller:
             loop.add_signal_handler(sig, self._stop.set)
         self.reload("startup")
         names = set(self.desired) | self.state.known_servers()
-        self.first_pass = set(names) - self.protected
+        self.first_pass = set(names)   # a held server's first pass is its first look, like any other
         self.log.info("controller.started", servers=len(self.desired), known=len(names), pid=os.getpid())
         for name in sorted(names):
             self.queue.add(name)
@@ -389,8 +412,8 @@ class Controller:
         wd = self.notifier.watchdog_interval_s()
         if wd:
             timers.append(asyncio.create_task(self._every(wd, self.notifier.watchdog)))
-        if not self.first_pass:
-            self._after_first_empty()
+        if not self.first_pass:   # nothing to look at: ready at once
+            self._send_ready()
         try:
             if self.opts.monitor_duration_s is not None:
                 with contextlib.suppress(TimeoutError):
@@ -413,10 +436,6 @@ class Controller:
             self.ledger.save()
             await self.alerts.aclose()
         return render.EXIT_OK
-
-    def _after_first_empty(self) -> None:
-        self.ready_sent = True
-        self.notifier.ready(self.summary())
 
 
 def run_controller(opts: Options) -> int:
