@@ -73,6 +73,40 @@ def alert_kind(previous_phase: Phase | str | None, phase: Phase | str) -> AlertK
     return "status_changed"
 
 
+class AlertGate:
+    """One `critical` alert per incident, and one `recovered` alert when the incident is really over.
+
+    A crash-looping server flips between CrashLoopBackOff, Starting and Running on every cycle; without a gate
+    each flip is a webhook post. The first critical alert opens an incident; while it is open, that server's
+    other alerts are held back, and `recovered` goes out only once the server has settled (its restart backoff
+    reset after `resetAfterSeconds` of health), or at once if it recovered with no backoff to wait out.
+    """
+
+    def __init__(self) -> None:
+        self.open: set[str] = set()
+
+    def admit(self, kind: AlertKind, server: str, *, settled: bool) -> bool:
+        """Whether an alert of `kind` for `server` goes out now."""
+        if kind == "critical":
+            if server in self.open:
+                return False
+            self.open.add(server)
+            return True
+        if server not in self.open:
+            return True
+        if kind == "recovered" and settled:
+            self.open.discard(server)
+            return True
+        return False
+
+    def settled(self, server: str) -> bool:
+        """The server's backoff reset: True when that closes an open incident (a `recovered` alert is due)."""
+        if server in self.open:
+            self.open.discard(server)
+            return True
+        return False
+
+
 def make_alert(kind: AlertKind, server: str, *, phase: Phase | str,
                previous_phase: Phase | str | None = None, message: str = "",
                ts: datetime.datetime | str | None = None) -> Alert:

@@ -56,6 +56,8 @@ def test_a_crashing_server_backs_off_up_to_its_cap_while_a_healthy_one_is_ready(
     assert delays[1] < delays[2] < delays[3], delays      # growing: 0.4, 0.8, then the cap (bands do not overlap)
     assert max(delays) <= BACKOFF["maxSeconds"] * (1 + JITTER), delays
     assert [e for e in local.events(server="steady") if e["event"] in ("server.backoff", "server.restarting")] == []
+    alerts = [e["kind"] for e in local.events("alert.raised", server="crasher")]
+    assert alerts.count("critical") == 1 and "recovered" not in alerts, alerts   # one incident, one alert
 
 
 def test_each_crash_counts_as_one_failure_of_the_backoff(local) -> None:

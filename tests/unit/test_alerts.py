@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import structlog
 
-from mcp_reconcile.alerts import AlertSink, alert_kind, make_alert
+from mcp_reconcile.alerts import AlertGate, AlertSink, alert_kind, make_alert
 from mcp_reconcile.errors import McpReconcileError
 from mcp_reconcile.events import Redactor
 from mcp_reconcile.model import Phase
@@ -250,3 +250,22 @@ def test_a_webhook_url_that_is_not_http_is_refused_without_echoing_it(url: str) 
 def test_alert_kind_classifies_phase_transitions(previous: Phase | str | None, phase: Phase | str,
                                                  expected: str | None) -> None:
     assert alert_kind(previous, phase) == expected
+
+
+def test_a_crash_loop_raises_one_critical_alert_and_one_recovered_when_it_has_settled() -> None:
+    gate = AlertGate()
+    # a server flapping: each cycle would be critical -> status change -> recovered
+    flaps = [("critical", False), ("status_changed", False), ("recovered", False)] * 3
+    sent = [kind for kind, settled in flaps if gate.admit(kind, "flappy", settled=settled)]
+    assert sent == ["critical"]
+    assert gate.admit("status_changed", "steady", settled=True)   # other servers are not held back
+    assert gate.settled("flappy") is True    # its backoff reset: the recovered alert is due, once
+    assert gate.settled("flappy") is False
+    assert gate.admit("critical", "flappy", settled=False)    # a new incident
+
+
+def test_a_recovery_with_no_backoff_to_wait_out_is_announced_at_once() -> None:
+    gate = AlertGate()
+    assert gate.admit("critical", "s", settled=True)          # e.g. Failed: a bad install
+    assert gate.admit("recovered", "s", settled=True)         # fixed and Running, nothing to wait out
+    assert gate.open == set()

@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from mcp_reconcile import events, render
-from mcp_reconcile.alerts import AlertSink, alert_kind, make_alert
+from mcp_reconcile.alerts import AlertGate, AlertSink, alert_kind, make_alert
 from mcp_reconcile.apply import Limits, apply_plan
 from mcp_reconcile.cli import Options
 from mcp_reconcile.desired import load_desired
@@ -80,6 +80,7 @@ class Controller:
         self.missing_since: dict[str, float] = {}
         self.removed_specs: dict[str, ServerSpec] = {}   # servers whose manifest vanished, since when (clock)
         self.alerts = AlertSink(opts.webhook_url)
+        self.alert_gate = AlertGate()
         self.log = events.get_logger()
         self.first_pass: set[str] = set()
         self.ready_sent = False
@@ -144,7 +145,11 @@ class Controller:
                                        "error": result.error, "era": result.era})
         spec = self.desired.get(name)
         if result.ok:
-            self.backoff[name] = self._policy(name).healthy(self.backoff.get(name, BackoffState()), self.clock.now())
+            before = self.backoff.get(name, BackoffState())
+            self.backoff[name] = self._policy(name).healthy(before, self.clock.now())
+            if before.failures and not self.backoff[name].failures and self.alert_gate.settled(name):
+                self.alerts.notify(make_alert("recovered", name, phase=entry.get("phase") or "Running",
+                                              message="healthy since its last crash, restart backoff reset"))
         else:
             self.log.warning("probe.failed", server=name, error=result.error, failures=failures)
         threshold = spec.health.failure_threshold if spec else 3
@@ -311,7 +316,8 @@ class Controller:
         entry = record_status(self.ledger, spec, obs, now=time.time())
         if entry.get("phase") != previous:
             kind = alert_kind(previous, entry["phase"])
-            if kind:
+            settled = not self.backoff.get(name, BackoffState()).failures
+            if kind and self.alert_gate.admit(kind, name, settled=settled):
                 self.alerts.notify(make_alert(kind, name, phase=entry["phase"], previous_phase=previous,
                                               message=entry.get("message", "")))
             if entry["phase"] == "Running":   # dependents may be waiting for this one
