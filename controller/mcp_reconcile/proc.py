@@ -416,19 +416,22 @@ def _finish_runner(runner: int | subprocess.Popen[bytes], timeout_s: float) -> b
     return True
 
 
+def _stat_fields(pid: int | str) -> list[bytes] | None:
+    """/proc/PID/stat after the command name: state, ppid, pgrp, session, ..., starttime at [19]; None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 2:].split()
+
+
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) pids in process group `pgid`, read from /proc (stdlib, no psutil)."""
     members: list[int] = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) > 2 and fields[0] != b"Z" and int(fields[2]) == pgid:
+        if entry.isdigit() and (fields := _stat_fields(entry)) and len(fields) > 2 and fields[0] != b"Z" \
+                and int(fields[2]) == pgid:
             members.append(int(entry))
     return members
 
@@ -449,12 +452,8 @@ def group_is_ours(pgid: int, *, session: int, not_before: float) -> bool:
     pid wrap the number may name someone else's group: its session differs or its members are older.
     """
     for pid in group_members(pgid):
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
+        if (fields := _stat_fields(pid)) is None:
             continue
-        fields = stat[stat.rfind(b")") + 2:].split()
         started_at = _boot_time() + int(fields[19]) / _CLOCK_TICKS
         return int(fields[3]) == session and started_at >= not_before - CREATE_TIME_TOLERANCE_S
     return False
