@@ -60,7 +60,9 @@ class HostEffects:
             record, changed = await install.ensure_installed(spec, self.state, env=self.inherited_env(),
                                                              prerequisites=self.check_prerequisites)
         version = record.get("resolved_version", "?")
-        return f"installed {version}" if changed else f"already installed {version}"
+        fallback = " with pip (uv could not run; see the install.fallback event)" if record.get("installer") == "pip" \
+            else ""
+        return f"installed {version}{fallback}" if changed else f"already installed {version}{fallback}"
 
     async def uninstall(self, name: str) -> str:
         removed = await install.uninstall(name, self.state)

@@ -73,9 +73,9 @@ def apply_once(opts: Options) -> int:
         return asyncio.run(_apply(opts, state))
 
 
-def check_prerequisites(specs: dict, *, force: bool) -> tuple[set[str], list[str]]:  # type: ignore[type-arg]
-    """Servers that must not be acted on because something they need is missing, and the messages."""
-    blocked: set[str] = set()
+def check_prerequisites(specs: dict, *, force: bool) -> tuple[dict[str, str], list[str]]:  # type: ignore[type-arg]
+    """Servers that must not be acted on because something they need is missing (-> why), and the messages."""
+    blocked: dict[str, str] = {}
     messages: list[str] = []
     for spec in specs.values():
         if spec.desired_state is DesiredState.absent:
@@ -85,7 +85,7 @@ def check_prerequisites(specs: dict, *, force: bool) -> tuple[set[str], list[str
             events.get_logger().error("prerequisite.missing", server=spec.name, missing=problem.missing,
                                       hint=problem.hint)
             if not force:
-                blocked.add(spec.name)
+                blocked[spec.name] = "; ".join(filter(None, (blocked.get(spec.name), str(problem))))
     return blocked, messages
 
 
@@ -102,12 +102,12 @@ async def _apply(opts: Options, state: StateDir) -> int:
         print(render.problems_text(desired.load.problems), file=sys.stderr)
     specs = desired.load.by_name
     protected = set(desired.protected)
-    prereq_failed: set[str] = set()
+    prereq_failed: dict[str, str] = {}
     if not opts.skip_prerequisites:
         prereq_failed, messages = check_prerequisites(specs, force=opts.force)
         for m in messages:
             print(f"error: {m}" if not opts.force else f"warning: {m} (continuing: --force)", file=sys.stderr)
-        protected |= prereq_failed
+        protected |= set(prereq_failed)
 
     observed = observe(state, specs, ledger=ledger)
     the_plan = plan(specs, observed, now=time.monotonic(), protected=protected)
@@ -131,7 +131,9 @@ async def _apply(opts: Options, state: StateDir) -> int:
         finally:
             effects.spawner.close()   # the runners it forked live on in sessions of their own
             ledger.save()
-            write_installation_report(state, outcomes)
+            write_installation_report(state, outcomes, specs=specs, blocked=prereq_failed)
+    elif prereq_failed:
+        write_installation_report(state, outcomes, specs=specs, blocked=prereq_failed)
     await refresh_status(state, ledger, specs, probe=True)
     ledger.save()
     failed = [o for o in outcomes if not o.ok]
