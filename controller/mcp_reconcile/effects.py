@@ -75,7 +75,7 @@ class HostEffects:
             raise PermanentError(spec.name, "start", "not installed")
         launch = install.launch_spec(spec, record, self.inherited_env())  # + the server's own env
         await asyncio.to_thread(self.reap_leftovers, spec.name)
-        self.state.remove_run(spec.name)
+        self._remove_dead_run(spec.name)
         ready_r, ready_w = os.pipe()
         timeout = float(spec.tests.raw.get("startupTimeoutSeconds", DEFAULT_STARTUP_TIMEOUT_S))
         runner_args = ["--state-dir", str(self.state.root), "--name", spec.name,
@@ -113,9 +113,20 @@ class HostEffects:
                 self.ledger.update(spec.name, last_exit={"code": code, "reason": "exited during startup",
                                                          "at": time.time()})
             await asyncio.to_thread(self.reap_leftovers, spec.name)
-            self.state.remove_run(spec.name)
+            self._remove_dead_run(spec.name)
             raise
         return f"serving at {run.get('endpoint')} ({run.get('era')} era, pid {run.get('server_pid')})"
+
+    def _remove_dead_run(self, name: str) -> None:
+        """Clear the run record unless a live runner wrote it: one that a racing controller started (our own
+        runner then exits at once, run/NAME.lock being held) is adopted on the next pass, not orphaned."""
+        run = self.state.read_run(name)
+        if run and run.get("state") != "exited" and runner_liveness(run).alive:
+            log.warning("runner.already_serving", server=name, runner_pid=run.get("runner_pid"),
+                        reason="a live runner holds the record: it is adopted, none is started")
+            raise TransientError(name, "start", f"a runner (pid {run.get('runner_pid')}) already serves it; "
+                                 "adopting it")
+        self.state.remove_run(name)
 
     def _spawn_runner(self, name: str, runner_args: list[str], env: dict[str, str], cwd: str | None,
                       ready_w: int) -> Runner:

@@ -47,6 +47,8 @@ EXIT_STARTUP_TIMEOUT = 124   # the server did not answer server/discover + initi
 EXIT_STARTUP_FAILED = 125    # the server answered the handshake with an error, or the port was taken
 EXIT_SPAWN_FAILED = 127      # the command could not be executed (not found, not executable)
 EXIT_RUNNER_BUG = 70         # EX_SOFTWARE: the runner itself failed; the server was still stopped
+EXIT_DUPLICATE = 75          # EX_TEMPFAIL: another live runner serves this server; nothing was started
+EXIT_DUPLICATE = 75          # EX_TEMPFAIL: another live runner serves this server; nothing was started
 
 MODERN_PROTOCOL_VERSION = "2026-07-28"
 HANDSHAKE_PROTOCOL_VERSION = "2025-11-25"   # what the runner asks for in its one initialize
@@ -163,11 +165,14 @@ class Runner:
         self._write(state="exited", exit={"code": code, "signal": sig, "at": time.time()})
 
     async def run(self) -> int:
+        global _secrets
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_requested.set)
         self.state.ensure()
-        global _secrets
+        if self.state.hold_runner_lock(self.args.name) is None:   # before any record write or spawn
+            _say(f"another runner already serves {self.args.name!r} (run/{self.args.name}.lock is held); exiting")
+            return EXIT_DUPLICATE
         env = dict(os.environ)
         token = env.pop(self.args.token_env, None) if self.args.token_env else None
         secrets = [value for name in self.args.secret_env if (value := os.environ.get(name))]

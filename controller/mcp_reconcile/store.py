@@ -156,6 +156,18 @@ class StateDir:
     def log_path(self, name: str) -> Path:
         return self.root / "logs" / f"{name}.log"
 
+    def hold_runner_lock(self, name: str) -> int | None:
+        """Take run/NAME.lock for this process's lifetime (the fd is never closed, never inherited), or None
+        when another live runner holds it: one runner per server, even if two controllers raced to start one.
+        """
+        fd = os.open(self.root / "run" / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
     def ensure(self) -> StateDir:
         for sub in ("", "installs", "run", "logs", "reports"):
             (self.root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -175,6 +175,20 @@ def test_a_handshake_server_is_served_with_a_session_for_each_client(runners: Ru
                              "result": {"content": [{"type": "text", "text": "hi"}]}}
 
 
+def test_a_second_runner_for_the_same_server_starts_nothing_and_leaves_the_first_ones_record(
+        runners: Runners) -> None:
+    first = runners.start(fault_server("well_behaved"))
+    record = first.wait_state("running")
+    second = runners.start(fault_server("well_behaved"), wait=False)   # a racing controller's runner
+
+    assert second.wait_exit() == 75   # EX_TEMPFAIL: run/srv.lock is held
+    assert second.record() == record
+    assert psutil.Process(record["server_pid"]).is_running()
+    servers = [p.pid for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == fault_server("well_behaved")]
+    assert servers == [record["server_pid"]]
+    assert "another runner already serves 'srv'" in second.log.read_text()
+
+
 def test_the_endpoint_refuses_what_streamable_http_does_not_allow(runners: Runners) -> None:
     runner = runners.start(fault_server("well_behaved"))
     session = initialize(runner).headers["mcp-session-id"]

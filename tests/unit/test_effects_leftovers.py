@@ -53,3 +53,25 @@ def test_a_recorded_group_number_that_names_someone_elses_group_is_left_alone(
     with capture_logs() as logs:
         assert HostEffects(state, Ledger(state)).reap_leftovers("srv", stale) is False
     assert group.poll() is None and logs == []
+
+
+def test_a_start_never_clears_the_record_of_a_live_runner_it_raced(tmp_path, group) -> None:
+    from mcp_reconcile.errors import TransientError
+
+    state = StateDir(tmp_path / "state")
+    state.ensure()
+    live = psutil.Process(group.pid)   # stands in for a runner another controller just started
+    state.write_run(RunRecord(server="srv", runner_pid=group.pid, runner_create_time=live.create_time(),
+                              runner_cmdline=live.cmdline(), server_pid=None, server_pgid=None, state="starting"))
+    effects = HostEffects(state, Ledger(state))
+
+    with capture_logs() as logs, pytest.raises(TransientError, match=r"srv: .*a runner \(pid \d+\) already "
+                                                                     r"serves it; adopting it"):
+        effects._remove_dead_run("srv")
+    assert state.read_run("srv")["runner_pid"] == group.pid
+    assert [e["event"] for e in logs] == ["runner.already_serving"]
+
+    group.kill()
+    group.wait(WAIT_S)
+    effects._remove_dead_run("srv")   # its runner is gone: the record goes
+    assert state.read_run("srv") is None
