@@ -52,20 +52,21 @@ Reporter = Callable[[Outcome], None]
 
 async def apply_plan(plan: Plan, desired: Mapping[str, ServerSpec], effects: Effects, *,
                      limits: Limits = Limits(), on_outcome: Reporter | None = None) -> list[Outcome]:
-    """Run every action of `plan` in its order; returns one Outcome per action."""
-    failed: set[str] = set()
+    """Run every action of `plan` in its order; returns one Outcome per action, in the plan's order
+    (`on_outcome` sees them as they finish)."""
+    failed: dict[str, str] = {}   # server -> why its later actions are skipped (the root cause, not a relay)
     outcomes: list[Outcome] = []
 
-    def record(outcome: Outcome) -> None:
+    def record(outcome: Outcome, *, why: str | None = None) -> None:
         outcomes.append(outcome)
         if not outcome.ok:
-            failed.add(outcome.action.server)
+            failed.setdefault(outcome.action.server, why or f"an earlier action on {outcome.action.server} failed")
         if on_outcome:
             on_outcome(outcome)
 
     def blocked_by(action: Action) -> str | None:
         if action.server in failed:
-            return f"an earlier action on {action.server} failed"
+            return failed[action.server]
         spec = desired.get(action.server)
         for dep in (spec.depends_on if spec else ()):
             if dep in failed:
@@ -78,7 +79,7 @@ async def apply_plan(plan: Plan, desired: Mapping[str, ServerSpec], effects: Eff
         async def one(action: Action) -> None:
             reason = blocked_by(action)
             if reason:
-                record(Outcome(action, False, error=f"skipped: {reason}", skipped=True))
+                record(Outcome(action, False, error=f"skipped: {reason}", skipped=True), why=reason)
                 log.info("action.skipped", server=action.server, action=action.kind.value, reason=reason)
                 return
             async with sem:
@@ -95,7 +96,8 @@ async def apply_plan(plan: Plan, desired: Mapping[str, ServerSpec], effects: Eff
     for wave in sorted({a.wave for a in starts}):
         await run_group([a for a in starts if a.wave == wave], limits.starts)
     await run_group([a for a in plan.actions if a.kind is ActionKind.test], limits.tests)
-    return outcomes
+    position = {id(action): i for i, action in enumerate(plan.actions)}
+    return sorted(outcomes, key=lambda o: position.get(id(o.action), len(position)))
 
 
 async def _run_action(action: Action, desired: Mapping[str, ServerSpec], effects: Effects) -> Outcome:

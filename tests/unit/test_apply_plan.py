@@ -124,5 +124,27 @@ async def test_a_server_whose_dependency_failed_to_install_is_not_started() -> N
         ("skip", "test", "db"), ("ok", "test", "fine"), ("skip", "test", "web")]
     errors = {(o.action.kind.value, o.action.server): o.error for o in outcomes if not o.ok}
     assert errors["start", "web"] == "skipped: dependency db failed"
-    assert errors["test", "web"] == "skipped: an earlier action on web failed"
+    assert errors["test", "web"] == "skipped: dependency db failed"   # the root cause, not "an earlier action"
     assert errors["install", "db"] == "db: install failed: npm: pkg-db@1.0.0 not found in the registry (E404)"
+
+
+async def test_outcomes_come_back_in_plan_order_whatever_order_the_installs_finish_in() -> None:
+    the_plan, desired = fresh_plan([spec("a"), spec("b")])
+    b_done = asyncio.Event()
+
+    class LateFirst(RecordingEffects):
+        async def install(self, spec: ServerSpec) -> str:
+            if spec.name == "a":
+                await b_done.wait()   # a's install ends only after b's
+            detail = await super().install(spec)
+            if spec.name == "b":
+                b_done.set()
+            return detail
+
+    finished: list[str] = []
+    outcomes = await asyncio.wait_for(apply_plan(the_plan, desired, LateFirst(),
+                                                 on_outcome=lambda o: finished.append(o.action.server)), 10)
+
+    assert finished[:2] == ["b", "a"]   # progress sees them as they finish
+    assert [(o.action.kind.value, o.action.server) for o in outcomes] == [
+        (a.kind.value, a.server) for a in the_plan.actions]
