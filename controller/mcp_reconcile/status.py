@@ -37,7 +37,7 @@ def _age(seconds: float | None) -> str:
 
 
 def process_stats(pid: int | None) -> dict[str, Any]:
-    """CPU % (since last call: first call primes) and RSS of a server process and its children."""
+    """CPU time used so far (user + system, seconds) and RSS of a server process and its children."""
     if not pid:
         return {}
     import psutil
