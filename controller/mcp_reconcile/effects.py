@@ -211,9 +211,9 @@ class HostEffects:
         runner_pid, runner_started = run.get("runner_pid"), run.get("runner_create_time")
         if not runner_pid or runner_started is None:
             return False
-        if not proc.group_is_ours(pgid, session=runner_pid, not_before=runner_started):
+        members = proc.our_group_members(pgid, session=runner_pid, not_before=runner_started)
+        if not members:
             return False   # gone, or the number now names a group of someone else's (reboot, pid wrap)
-        members = proc.group_members(pgid)
         reaped = proc.kill_group_and_wait(pgid, timeout_s=LEFTOVER_KILL_TIMEOUT_S)
         log.warning("server.leftovers_reaped", server=name, pgid=pgid, processes=len(members),
                     outcome="reaped" if reaped else "still running after SIGKILL")

@@ -151,7 +151,7 @@ class ServerSpec:
     @property
     def endpoint_token(self) -> str | None:
         """The bearer token clients (probes and tests included) must send to the runner's endpoint."""
-        return self.env.get(self.token_env) or None if self.token_env else None
+        return (self.env.get(self.token_env) or None) if self.token_env else None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ functions that need them).
     runners   spawn_runner, stop_runner, pidfd_wait (exit of a non-child)
     identity  own_create_time / own_cmdline (stdlib, as psutil reports them), process_identity,
               is_same_process
-    groups    signal_group, group_members, group_is_ours, kill_group_and_wait (leftovers of a kill -9'd runner)
+    groups    signal_group, group_members, our_group_members, kill_group_and_wait (leftovers of a kill -9'd runner)
 """
 
 from __future__ import annotations
@@ -445,18 +445,21 @@ def _wait_group_empty(pgid: int, timeout_s: float) -> bool:
     return True
 
 
-def group_is_ours(pgid: int, *, session: int, not_before: float) -> bool:
-    """Whether live group `pgid` is the one a runner made: in the runner's session, started after the runner.
+def our_group_members(pgid: int, *, session: int, not_before: float) -> list[int]:
+    """The live members of group `pgid` if it is the one a runner made (in the runner's session, started
+    after the runner), else [].
 
     A group lives inside one session (POSIX), so checking one member checks them all. After a reboot or a
     pid wrap the number may name someone else's group: its session differs or its members are older.
     """
-    for pid in group_members(pgid):
+    members = group_members(pgid)
+    for pid in members:
         if (fields := _stat_fields(pid)) is None:
             continue
         started_at = _boot_time() + int(fields[19]) / _CLOCK_TICKS
-        return int(fields[3]) == session and started_at >= not_before - CREATE_TIME_TOLERANCE_S
-    return False
+        ours = int(fields[3]) == session and started_at >= not_before - CREATE_TIME_TOLERANCE_S
+        return members if ours else []
+    return []
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -475,7 +478,7 @@ def kill_group_and_wait(pgid: int, *, timeout_s: float) -> bool:
     """Reap a leftover group (its runner was kill -9'd): SIGTERM, wait up to `timeout_s`, SIGKILL, wait.
 
     True when no live member is left. Polls /proc: there is no exit event for a group of non-children.
-    Callers check `group_is_ours` first. Blocks: call it through asyncio.to_thread from async code.
+    Callers check `our_group_members` first. Blocks: call it through asyncio.to_thread from async code.
     """
     if not group_members(pgid):
         return True

@@ -48,7 +48,6 @@ EXIT_STARTUP_FAILED = 125    # the server answered the handshake with an error, 
 EXIT_SPAWN_FAILED = 127      # the command could not be executed (not found, not executable)
 EXIT_RUNNER_BUG = 70         # EX_SOFTWARE: the runner itself failed; the server was still stopped
 EXIT_DUPLICATE = 75          # EX_TEMPFAIL: another live runner serves this server; nothing was started
-EXIT_DUPLICATE = 75          # EX_TEMPFAIL: another live runner serves this server; nothing was started
 
 MODERN_PROTOCOL_VERSION = "2026-07-28"
 HANDSHAKE_PROTOCOL_VERSION = "2025-11-25"   # what the runner asks for in its one initialize

@@ -296,10 +296,10 @@ def test_a_group_counts_as_ours_only_in_the_runners_session_and_after_its_start(
     pgids.append(leader.pid)
     try:
         started = psutil.Process(leader.pid).create_time()
-        assert proc.group_is_ours(leader.pid, session=leader.pid, not_before=started)
-        assert not proc.group_is_ours(leader.pid, session=os.getpid(), not_before=started)  # another session
-        assert not proc.group_is_ours(leader.pid, session=leader.pid, not_before=started + 60)  # older than it
+        assert proc.our_group_members(leader.pid, session=leader.pid, not_before=started) == [leader.pid]
+        assert not proc.our_group_members(leader.pid, session=os.getpid(), not_before=started)  # another session
+        assert not proc.our_group_members(leader.pid, session=leader.pid, not_before=started + 60)  # older than it
     finally:
         leader.kill()
         leader.wait(WAIT_S)
-    assert not proc.group_is_ours(leader.pid, session=leader.pid, not_before=started)  # gone
+    assert not proc.our_group_members(leader.pid, session=leader.pid, not_before=started)  # gone

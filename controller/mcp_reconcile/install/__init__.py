@@ -20,7 +20,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -177,6 +177,18 @@ def new_record(spec: ServerSpec, target: Path, *, installer: str, resolved_versi
     return InstallRecord(server=spec.name, source=str(spec.source), resolved_version=resolved_version,
                          installer=installer, command=list(command), dir=str(target),
                          generation=spec.install_generation, digests=digests, installed_at=time.time())
+
+
+def own_command(spec: ServerSpec, find: Callable[[], list[str]]) -> list[str]:
+    """The package's own command (`find` raises PermanentError when it has none) to record, even when
+    spec.command overrides it (the override may be dropped later); [] when it has none and spec.command
+    is given."""
+    try:
+        return find()
+    except PermanentError:
+        if not spec.command:
+            raise
+        return []
 
 
 def package_command(spec: ServerSpec, record: InstallRecord, bin_dir: Path | None) -> list[str]:

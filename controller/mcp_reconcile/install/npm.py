@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mcp_reconcile.errors import PermanentError
-from mcp_reconcile.install import new_record, package_command
+from mcp_reconcile.install import new_record, own_command, package_command
 from mcp_reconcile.install.prereq import NPM_HINT, find_executable
 from mcp_reconcile.install.retry import ACTION, Manager, Rule, Sleep, retrying, run_manager
 from mcp_reconcile.model import ServerSpec
@@ -88,15 +88,15 @@ class NpmInstaller:
         manifest = _package_json(spec.name, target, package)
         version = str(manifest.get("version", ""))
         bin_dir = target / BIN_SUBDIR
-        try:  # the package's own command is recorded even when spec.command overrides it (it may be dropped later)
-            command = [str(bin_dir / _bin_name(spec.name, package, manifest))]
-            if not Path(command[0]).exists():
-                raise PermanentError(spec.name, ACTION, f"npm did not link {command[0]}; set spec.command")
-        except PermanentError:
-            if not spec.command:
-                raise
-            command = []
-        return new_record(spec, target, installer="npm", resolved_version=version, command=command)
+
+        def linked_bin() -> list[str]:
+            linked = bin_dir / _bin_name(spec.name, package, manifest)
+            if not linked.exists():
+                raise PermanentError(spec.name, ACTION, f"npm did not link {linked}; set spec.command")
+            return [str(linked)]
+
+        return new_record(spec, target, installer="npm", resolved_version=version,
+                          command=own_command(spec, linked_bin))
 
     def command_for(self, spec: ServerSpec, record: InstallRecord) -> list[str]:
         return package_command(spec, record, self.bin_dir(record))

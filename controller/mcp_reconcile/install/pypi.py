@@ -18,7 +18,7 @@ import structlog
 
 from mcp_reconcile import proc
 from mcp_reconcile.errors import PermanentError
-from mcp_reconcile.install import new_record, package_command
+from mcp_reconcile.install import new_record, own_command, package_command
 from mcp_reconcile.install.prereq import PYTHON_HINT, uv_binary, venv_available
 from mcp_reconcile.install.retry import ACTION, Manager, Rule, Sleep, retrying, run_manager
 from mcp_reconcile.model import ServerSpec
@@ -110,14 +110,13 @@ class PypiInstaller:
                        server=spec.name, source=str(spec.source), sleep=self._sleep)
         dist = _find_dist(spec.name, venv, project)
         bin_dir = venv / "bin"
-        try:  # the package's own command is recorded even when spec.command overrides it (it may be dropped later)
+
+        def console_script() -> list[str]:
             script = str(bin_dir / _console_script(spec.name, project, dist))
-            command = [script] if installer == "uv" else [str(python), script]
-        except PermanentError:
-            if not spec.command:
-                raise
-            command = []
-        return new_record(spec, target, installer=installer, resolved_version=dist.version, command=command)
+            return [script] if installer == "uv" else [str(python), script]
+
+        return new_record(spec, target, installer=installer, resolved_version=dist.version,
+                          command=own_command(spec, console_script))
 
     def command_for(self, spec: ServerSpec, record: InstallRecord) -> list[str]:
         return package_command(spec, record, self.bin_dir(record))

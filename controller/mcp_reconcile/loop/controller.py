@@ -241,33 +241,34 @@ class Controller:
                     self.ledger.update(name, failed_reason=None)
         self._after_pass(name, spec)
 
-    async def _note_exit(self, name: str, obs: Any) -> None:
-        """A runner that exited (or vanished): count the restart, grow the backoff, clear the record."""
+    async def _clear_exit(self, name: str, obs: Any) -> str:
+        """A runner that exited (or vanished): reap what is left, clear its record, remember the exit in the
+        ledger (for the restart policy); returns the reason."""
         reason = obs.stale_reason or f"exit code {obs.last_exit_code}"
         self.health.forget(name)
         self.effects.forget_child(name)   # reap our own runner now, not at some later Popen
         await asyncio.to_thread(self.effects.reap_leftovers, name)
-        self.state.remove_run(name)   # the exit stays in the ledger's last_exit for the restart policy
+        self.state.remove_run(name)
+        self.ledger.update(name, last_exit={"code": obs.last_exit_code, "reason": reason, "at": time.time()},
+                           healthy=None, consecutive_probe_failures=0)
+        return reason
+
+    async def _note_exit(self, name: str, obs: Any) -> None:
+        """A runner that exited (or vanished): clear it, count the restart, grow the backoff."""
+        reason = await self._clear_exit(name, obs)
         spec = self.desired.get(name)
         if spec and spec.desired_state is DesiredState.running:
             self._failed(name, f"server exited ({reason})")
             code = obs.last_exit_code
             if code and (spec.restart_policy is RestartPolicy.Never):
                 self.ledger.update(name, failed_reason=f"exited with code {code} (restartPolicy Never)")
-        self.ledger.update(name, last_exit={"code": obs.last_exit_code, "reason": reason, "at": time.time()},
-                           healthy=None, consecutive_probe_failures=0)
 
     async def _hold(self, name: str, why: str) -> None:
         """A server known from an earlier run whose manifest is broken now, so there is no spec to restart it
         with: leave it as it is, notice its exit, and say so in status until the manifest is fixed."""
         obs = observe_server(self.state, name)
         if obs.last_exit_code is not None or obs.stale_run_record:
-            reason = obs.stale_reason or f"exit code {obs.last_exit_code}"
-            self.effects.forget_child(name)
-            await asyncio.to_thread(self.effects.reap_leftovers, name)
-            self.state.remove_run(name)
-            self.ledger.update(name, last_exit={"code": obs.last_exit_code, "reason": reason, "at": time.time()},
-                               healthy=None, consecutive_probe_failures=0)
+            reason = await self._clear_exit(name, obs)
             self.log.error("server.exited_unsupervised", server=name, reason=reason, error=why)
             obs = observe_server(self.state, name)
         run = self.state.read_run(name) if obs.running else None

@@ -44,7 +44,8 @@ class ServerProcess:
 
     @classmethod
     async def start(cls, launch: LaunchSpec, *, stderr_path: Path) -> ServerProcess:
-        """Spawn `launch` (its env over ours) in a process group of its own; OSError if it cannot run."""
+        """Spawn `launch` (with exactly its env) in a process group of its own, its secrets scrubbed from its
+        stderr log; OSError if it cannot run."""
         started_at = time.monotonic()
         server = await proc.spawn_server(launch.argv, launch.env, launch.cwd, stderr_path,
                                          secrets=launch.secret_values())
