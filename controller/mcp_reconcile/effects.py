@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from mcp_reconcile import install, proc
+from mcp_reconcile import install, ports, proc
 from mcp_reconcile.errors import PermanentError, TransientError
 from mcp_reconcile.events import REDACTOR, get_logger
 from mcp_reconcile.ledger import Ledger
@@ -47,6 +47,7 @@ class HostEffects:
     check_prerequisites: bool = True      # False with --skip-prerequisites or --force
     continue_past_failed_tests: bool = False   # --force: a failed gate is reported, the apply goes on
     withheld_env: set[str] = field(default_factory=set)   # ${VAR}s of any manifest: no server inherits them
+    reserved_ports: set[int] = field(default_factory=set)  # every desired spec.port: never allocated to another
     install_slots: asyncio.Semaphore | None = None   # bounds parallel installs when passes run concurrently
     spawner: RunnerSpawner | None = None   # warm runner starts (forks); None: a fresh interpreter each
     children: dict[str, Runner] = field(default_factory=dict)
@@ -67,6 +68,7 @@ class HostEffects:
     async def uninstall(self, name: str) -> str:
         removed = await install.uninstall(name, self.state)
         self.ledger.forget(name)
+        ports.release(self.state, name)
         return "removed" if removed else "nothing installed"
 
     async def start(self, spec: ServerSpec) -> str:
@@ -76,11 +78,13 @@ class HostEffects:
         launch = install.launch_spec(spec, record, self.inherited_env())  # + the server's own env
         await asyncio.to_thread(self.reap_leftovers, spec.name)
         self._remove_dead_run(spec.name)
+        port = self._port_for(spec)
         ready_r, ready_w = os.pipe()
         timeout = float(spec.tests.raw.get("startupTimeoutSeconds", DEFAULT_STARTUP_TIMEOUT_S))
         runner_args = ["--state-dir", str(self.state.root), "--name", spec.name,
                        "--generation", spec.runtime_generation, "--stop-timeout", str(spec.stop_timeout_s),
                        "--startup-timeout", str(timeout), "--ready-fd", READY_FD_PLACEHOLDER,
+                       "--port", str(port), "--path", spec.path,
                        *(arg for key in sorted(spec.secret_keys) for arg in ("--secret-env", key)),  # names only
                        *(("--token-env", spec.token_env) if spec.token_env else ()),
                        "--", *launch.argv]
@@ -116,6 +120,21 @@ class HostEffects:
             self._remove_dead_run(spec.name)
             raise
         return f"serving at {run.get('endpoint')} ({run.get('era')} era, pid {run.get('server_pid')})"
+
+    def _port_for(self, spec: ServerSpec) -> int:
+        """The server's stable port, checked free before a runner is spawned for it."""
+        self.state.ensure()
+        try:
+            port = ports.port_for(self.state, spec.name, requested=spec.port, reserved=self.reserved_ports)
+        except ports.PortUnavailable as exc:
+            raise TransientError(spec.name, "start", str(exc)) from None
+        if not ports.can_bind(port):
+            holder = ports.holder_of(port)
+            where = "spec.port" if spec.port else f"kept for it in {ports.ports_file(self.state)}"
+            raise TransientError(spec.name, "start", f"port {port} ({where}) is in use"
+                                 f"{f' by {holder}' if holder else ' by another process'}; free it or set "
+                                 "another spec.port")
+        return port
 
     def _remove_dead_run(self, name: str) -> None:
         """Clear the run record unless a live runner wrote it: one that a racing controller started (our own

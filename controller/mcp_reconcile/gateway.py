@@ -218,8 +218,10 @@ class Gateway:
     """The loopback Streamable HTTP endpoint of one runner."""
 
     def __init__(self, link: ServerLink, *, era: str, initialize_result: dict[str, Any] | None,
-                 token: str | None = None, request_timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+                 token: str | None = None, request_timeout_s: float = REQUEST_TIMEOUT_S,
+                 path: str = "/mcp") -> None:
         self.link = link
+        self.path = path.encode()
         self.era = era
         self.initialize_result = initialize_result
         self.request_timeout_s = request_timeout_s
@@ -334,8 +336,8 @@ class Gateway:
             scheme, _, given = headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not _same_secret(given.strip().encode(), self._token):
                 return Reply(401, b"unauthorized\n", [("WWW-Authenticate", 'Bearer realm="mcp-reconcile"')])
-        if target.split(b"?", 1)[0] != b"/mcp":
-            return Reply(404, b"not found: the endpoint is /mcp\n")
+        if target.split(b"?", 1)[0] != self.path:
+            return Reply(404, b"not found: the endpoint is " + self.path + b"\n")
         return None
 
     # MCP --------------------------------------------------------------------------------------------------

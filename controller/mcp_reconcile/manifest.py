@@ -336,6 +336,7 @@ def load_manifests(paths: Sequence[str | Path], *, environ: Mapping[str, str] | 
                 result.problems.append(exc.located(file=str(path), doc_index=index))
                 result.blocked.add(name)
     _check_dependencies(result)
+    _check_ports(result)
     order = {str(p): i for i, p in enumerate(files)}
     result.problems.sort(key=lambda p: (order.get(p.file or "", -1), p.doc_index or 0))  # stable: file order
     return result
@@ -379,4 +380,21 @@ def _check_dependencies(result: LoadResult) -> None:
                 f"depends on {dep!r}, which has a problem (fix {dep!r} first)", file=spec.origin.file,
                 doc_index=spec.origin.doc_index, json_path=f"spec.dependsOn[{i}]")
                 for i, dep in enumerate(spec.depends_on) if dep in result.blocked)
+    result.specs = [s for s in result.specs if s.name not in result.blocked]
+
+
+def _check_ports(result: LoadResult) -> None:
+    """Two servers cannot serve on one spec.port: the second one named is blocked with the first's place."""
+    first: dict[int, ServerSpec] = {}
+    for spec in result.specs:
+        if spec.port is None:
+            continue
+        if spec.port in first:
+            other = first[spec.port]
+            result.problems.append(ManifestError(
+                f"port {spec.port} is already the spec.port of {other.name!r} ({other.origin})",
+                file=spec.origin.file, doc_index=spec.origin.doc_index, json_path="spec.port"))
+            result.blocked.add(spec.name)
+        else:
+            first[spec.port] = spec
     result.specs = [s for s in result.specs if s.name not in result.blocked]

@@ -120,6 +120,7 @@ async def _apply(opts: Options, state: StateDir) -> int:
     effects = HostEffects(state, ledger, check_prerequisites=False,
                           continue_past_failed_tests=opts.force,
                           withheld_env=referenced_vars(specs.values()),
+                          reserved_ports={s.port for s in specs.values() if s.port},
                           spawner=RunnerSpawner(state.root))
     if the_plan.has_changes:
         _say("")

@@ -77,7 +77,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--startup-timeout", type=float, default=STARTUP_TIMEOUT_S)
     parser.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT_S,
                         help="seconds a forwarded request may take before the client gets 504")
-    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port", type=int, default=0,
+                        help="the endpoint's loopback port (the controller keeps one per server; 0: any)")
+    parser.add_argument("--path", default="/mcp", help="the endpoint's path")
     parser.add_argument("--token-env", default=None,
                         help="name of the env var holding the endpoint's bearer token")
     parser.add_argument("--secret-env", action="append", default=[], metavar="NAME",
@@ -202,13 +204,13 @@ class Runner:
         if not isinstance(era, Era):
             return await self._finish(server, era)
         gateway = Gateway(link, era=era.name, initialize_result=era.initialize_result, token=token,
-                          request_timeout_s=self.args.request_timeout)
+                          request_timeout_s=self.args.request_timeout, path=self.args.path)
         try:
             port = await gateway.start(self.args.port)
         except OSError as exc:
             _say(f"cannot listen on 127.0.0.1:{self.args.port}: {exc.strerror or exc}")
             return await self._finish(server, EXIT_STARTUP_FAILED)
-        endpoint = f"http://127.0.0.1:{port}/mcp"
+        endpoint = f"http://127.0.0.1:{port}{self.args.path}"
         self._write(state="running", endpoint=endpoint, port=port, era=era.name,
                     protocol_version=era.protocol_version)
         self._signal_ready()

@@ -16,6 +16,7 @@ from mcp_reconcile.errors import McpReconcileError, StoreError
 from mcp_reconcile.ledger import Ledger
 from mcp_reconcile.model import Phase
 from mcp_reconcile.observe import observe
+from mcp_reconcile.ports import endpoint_url, read_ports
 from mcp_reconcile.readiness import memory_of
 from mcp_reconcile.store import StateDir
 
@@ -63,6 +64,10 @@ def collect(opts: Options) -> list[dict[str, Any]]:
     except McpReconcileError:
         specs = {}  # status shows what runs even when the manifests cannot be read
     observed = observe(state, specs, ledger=ledger)
+    try:
+        known_ports = read_ports(state)
+    except StoreError:
+        known_ports = {}
     rows = []
     for name, obs in observed.servers.items():
         entry = ledger.get(name)
@@ -80,7 +85,8 @@ def collect(opts: Options) -> list[dict[str, Any]]:
         rows.append({
             "name": name, "phase": phase.value, "ready": any(c.type == "Ready" and c.status == "True" for c in conds),
             "restarts": obs.restarts, "age_s": round(time.time() - started, 1) if started else None,
-            "endpoint": obs.endpoint, "message": message, "era": run.get("era") if obs.running else None,
+            "endpoint": obs.endpoint, "url": obs.endpoint or _stable_url(known_ports, name, specs.get(name)),
+            "message": message, "era": run.get("era") if obs.running else None,
             "server_pid": obs.server_pid, "generation": obs.runtime_generation,
             "backoff_delay_s": entry.get("backoff_delay_s") if entry.get("in_crash_loop") else None,
             "conditions": [{"type": c.type, "status": c.status, "reason": c.reason, "message": c.message}
@@ -88,6 +94,13 @@ def collect(opts: Options) -> list[dict[str, Any]]:
             "last_probe": entry.get("last_probe"), **process_stats(obs.server_pid),
         })
     return rows
+
+
+def _stable_url(known_ports: dict[str, int], name: str, spec: Any) -> str | None:
+    """The URL a server is served at whenever it runs (ports.json; the path from its spec), or None before
+    its first start."""
+    port = (spec.port if spec is not None else None) or known_ports.get(name)
+    return endpoint_url(port, spec.path if spec is not None else "/mcp") if port else None
 
 
 def show_status(opts: Options) -> int:
@@ -99,17 +112,27 @@ def show_status(opts: Options) -> int:
         print("No servers known in this state dir.")
         return render.EXIT_OK
     from rich.console import Console
+
+    Console(width=200 if not sys.stdout.isatty() else None).print(status_table(rows))
+    return render.EXIT_OK
+
+
+def status_table(rows: list[dict[str, Any]]) -> Any:
+    """The status table (a rich Table): URLs whole on any terminal width, the message folding instead."""
     from rich.table import Table
 
     table = Table(box=None, header_style="bold", pad_edge=False)
+    url_width = max(len(r["url"] or "-") for r in rows)
     for col in ("NAME", "PHASE", "READY", "RESTARTS", "AGE", "ENDPOINT", "CPU", "RSS", "MESSAGE"):
-        table.add_column(col, overflow="fold")
+        if col == "ENDPOINT":   # a URL is copied from here: never folded, other columns give way
+            table.add_column(col, no_wrap=True, min_width=url_width)
+        else:
+            table.add_column(col, overflow="fold", ratio=3 if col == "MESSAGE" else None)
     for r in rows:
         table.add_row(r["name"], r["phase"], "yes" if r["ready"] else "no", str(r["restarts"]), _age(r["age_s"]),
-                      r["endpoint"] or "-", f"{r['cpu_seconds']}s" if "cpu_seconds" in r else "-",
+                      r["url"] or "-", f"{r['cpu_seconds']}s" if "cpu_seconds" in r else "-",
                       f"{r['rss_mb']}M" if "rss_mb" in r else "-", r["message"] or "")
-    Console(width=200 if not sys.stdout.isatty() else None).print(table)
-    return render.EXIT_OK
+    return table
 
 
 def _follow(path: Path, *, from_end_lines: int | None) -> Iterator[str]:

@@ -120,6 +120,7 @@ class Controller:
             self.removed_specs.pop(name, None)
         self.desired = merged
         self.effects.withheld_env = referenced_vars(merged.values())
+        self.effects.reserved_ports = {s.port for s in merged.values() if s.port}
         if changed:
             self.log.info("manifest.loaded", servers=len(merged), changed=sorted(changed), reason=reason)
         return changed

@@ -1,0 +1,108 @@
+"""A server's endpoint URL is stable (SPEC section 7, issue 9): the same across every restart, and
+`spec.port` / `spec.path` are the address served. Clients write the URL into their configs once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+import pytest
+import yaml
+
+from mcp_reconcile import ports
+
+pytestmark = pytest.mark.e2e
+
+BUNDLED = ("everything", "time")
+
+
+def free_port() -> int:
+    """A port below the ephemeral range that nothing listens on now (as the controller would pick)."""
+    return ports._allocate(set())
+
+
+def endpoints(rows: dict) -> dict[str, str]:  # type: ignore[type-arg]
+    return {name: rows[name]["endpoint"] for name in BUNDLED}
+
+
+def test_the_endpoint_url_survives_every_kind_of_restart_and_spec_port_is_served(real) -> None:
+    fixed = free_port()
+    time_manifest = real.read_manifest("time")
+    time_manifest["spec"]["port"] = fixed
+    time_manifest["spec"]["path"] = "/time/mcp"
+    real.write_text("time.yaml", yaml.safe_dump(time_manifest, sort_keys=False))
+    controller = real.start_controller()
+    rows = real.wait_ready(*BUNDLED)
+    urls = endpoints(rows)
+    assert urls["time"] == f"http://127.0.0.1:{fixed}/time/mcp"
+    assert urls["everything"].startswith("http://127.0.0.1:") and urls["everything"].endswith("/mcp")
+    seen: dict[str, dict[str, str]] = {"first start": urls}
+
+    # kill -9 of the server
+    pid = rows["everything"]["server_pid"]
+    os.kill(pid, signal.SIGKILL)
+    rows = real.wait_until(real.rows, lambda r: real.probed_ready(r, "everything", not_pid=pid),
+                           what="everything restarted after kill -9 of its server")
+    seen["server kill -9"] = endpoints(rows)
+
+    # kill -9 of the runner (the server goes with it: PR_SET_PDEATHSIG)
+    record = real.run_record("everything")
+    os.kill(record["runner_pid"], signal.SIGKILL)
+    rows = real.wait_until(real.rows, lambda r: real.probed_ready(r, "everything", not_pid=record["server_pid"])
+                           and (real.run_record("everything") or {}).get("runner_pid") != record["runner_pid"],
+                           what="everything restarted after kill -9 of its runner")
+    seen["runner kill -9"] = endpoints(rows)
+
+    # a manifest edit that restarts the server
+    pid = rows["time"]["server_pid"]
+    time_manifest["spec"]["env"]["EXTRA"] = "1"
+    real.write_text("time.yaml", yaml.safe_dump(time_manifest, sort_keys=False))
+    rows = real.wait_until(real.rows, lambda r: real.probed_ready(r, "time", not_pid=pid),
+                           what="time restarted for its env edit")
+    seen["env edit"] = endpoints(rows)
+
+    # kill -9 of the controller, and a new one
+    controller.kill9()
+    since = real.events_count()
+    controller = real.start_controller()
+    real.wait_event("controller.ready", since=since)
+    seen["controller restart"] = endpoints(real.wait_ready(*BUNDLED))
+
+    # stop-all, then apply
+    assert controller.stop() == 0
+    real.cli("stop-all")
+    assert real.run_record("everything") is None
+    real.cli("apply")
+    seen["stop-all + apply"] = endpoints(real.wait_ready(*BUNDLED))
+
+    assert {event: got for event, got in seen.items() if got != urls} == {}, urls
+    kept = yaml.safe_load((real.state_dir / "ports.json").read_text())
+    assert kept == {"everything": int(urls["everything"].split(":")[2].split("/")[0]), "time": fixed}
+
+
+def test_a_port_held_by_another_process_is_a_clear_error_naming_the_port_and_holder(local) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        local.write_manifest("squatted", {"source": {"path": str(local.fault_server("well_behaved.py"))},
+                                          "port": port, "tests": {"gate": False}})
+        result = local.cli("apply", expect=1)
+    assert f"port {port} (spec.port) is in use by pid {os.getpid()}" in result.out + result.err, str(result)
+    assert local.run_record("squatted") is None
+
+
+def test_removing_a_server_frees_its_port_for_others(local) -> None:
+    local.write_manifest("one", {"source": {"path": str(local.fault_server("well_behaved.py"))},
+                                 "tests": {"gate": False}})
+    local.cli("apply")
+    kept = yaml.safe_load((local.state_dir / "ports.json").read_text())
+    assert set(kept) == {"one"}
+    (local.manifests / "one.yaml").unlink()
+    local.write_text("empty.yaml", "")
+    deadline = time.monotonic() + 30
+    local.cli("apply")
+    assert time.monotonic() < deadline
+    assert yaml.safe_load((local.state_dir / "ports.json").read_text()) == {}
