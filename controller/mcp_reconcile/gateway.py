@@ -1,15 +1,14 @@
-"""The runner's gateway: many Streamable HTTP clients over one stdio server process (SPEC section 7).
+"""The runner's endpoint: Streamable HTTP for many clients over one stdio server (SPEC section 7).
 
-`ServerLink` is the stdio side: it gives every forwarded request a runner-unique JSON-RPC id, so each
-response goes back to the HTTP request that sent it, whatever ids the clients chose. `Gateway` is the
-HTTP side (asyncio streams + h11): loopback only, Host/Origin checked (403), optional bearer token
-(401); on a handshake-era server it answers each client's `initialize` from the server's own cached
-result and gives each client its own `Mcp-Session-Id`; everything else, `ping` included, is forwarded
-and never answered here, so a dead or stuck server never looks healthy.
-
-Not forwarded, by design: server notifications (responses are single application/json bodies, so
-there is no stream to carry them; progress and log notifications tied to a request are dropped too)
-and server-to-client requests (sampling, roots, elicitation), which get -32601 back. No batches.
+HTTP/1.1 on asyncio streams + h11, loopback only, Host/Origin checked (403), optional bearer token (401).
+Clients of both protocol eras are served whatever era the server speaks (eras.py translates):
+- a handshake-era client `initialize`s (answered from the server's own result, or built from its
+  `server/discover` answer), gets a session of its own (`Mcp-Session-Id`) and may open the session's GET
+  stream for messages not tied to a request (list_changed, resources/updated, logs, server requests);
+- a 2026-07-28 client sends the `_meta` envelope on every request and has no session.
+A POST whose request makes the server talk back (progress, logs, sampling/elicitation/roots requests) is
+answered as an SSE stream carrying those messages and then the response; otherwise as one JSON body.
+Every request, `ping` included, goes to the server: a dead or stuck server never looks healthy here.
 
 Stdlib + h11 only: one runner runs per server, so this module's imports are its memory floor.
 """
@@ -21,169 +20,45 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
 import h11
 
+from mcp_reconcile import eras
+from mcp_reconcile.serverlink import ServerLink, ServerUnavailable
+
 # JSON-RPC error codes used here.
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
 SERVER_UNAVAILABLE = -32000   # the server process is gone or restarting (HTTP 503)
 REQUEST_TIMED_OUT = -32001    # the server did not answer in time (HTTP 504)
+HEADER_MISMATCH = -32020      # 2026-07-28: an HTTP header contradicts the body
+UNSUPPORTED_VERSION = -32022  # 2026-07-28: the request names a protocol version not served here
 
-# Handshake-era protocol revisions (2026-07-28 and later are stateless: no initialize, no sessions).
-HANDSHAKE_PROTOCOL_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
-
-# How long a forwarded request may wait for the server's answer before the client gets 504.
+# How long a forwarded request may wait for the server's answer (each progress report restarts it).
 REQUEST_TIMEOUT_S = 300.0
 # Largest request body accepted (413 above it); a JSON-RPC message, not a file upload.
 MAX_BODY_BYTES = 16 * 1024 * 1024
-# Largest request line + headers h11 buffers before giving up on the client.
+# Largest request line + headers h11 buffers (431 above it).
 MAX_HEADER_BYTES = 64 * 1024
 # Bytes read from a client socket at a time.
 READ_CHUNK = 64 * 1024
 # Sessions kept at most; the oldest is forgotten first (clients that never DELETE their session).
 MAX_SESSIONS = 10_000
+# A kept-alive connection with no new request for this long is closed (clients reconnect transparently).
+IDLE_TIMEOUT_S = 120.0
+# From a request's first byte to the end of its headers, and then to the end of its body: slow senders
+# (slowloris) are cut off instead of piling up.
+HEADER_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 30.0
+# Messages queued for a stream whose client reads too slowly; beyond this the oldest is dropped.
+MAX_STREAM_BACKLOG = 1000
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _LOOPBACK_ORIGIN = re.compile(r"http://(127\.0\.0\.1|localhost)(:\d{1,5})?")
-
-
-class ServerUnavailable(Exception):
-    """The server process is gone (or its pipes are): nothing can be forwarded."""
-
-
-@dataclass
-class _Pending:
-    future: asyncio.Future[dict[str, Any]]
-    original_id: Any
-    scope: str | None  # the client's session, so its cancel notifications find the request
-
-
-class ServerLink:
-    """JSON-RPC over the server's stdin/stdout with runner-unique ids."""
-
-    def __init__(self, stdin: asyncio.StreamWriter, stdout: asyncio.StreamReader, *,
-                 log: Callable[[str], None] | None = None) -> None:
-        self._stdin = stdin
-        self._stdout = stdout
-        self._next_id = 0
-        self._pending: dict[int, _Pending] = {}
-        self._log = log or (lambda message: None)
-        self.closed = False
-        self.cancel_on_timeout = True  # handshake era: tell the server to drop a request we gave up on
-
-    async def request(self, message: dict[str, Any], *, timeout_s: float,
-                      scope: str | None = None) -> dict[str, Any]:
-        """Send a request under a fresh id and return its response carrying the caller's id again.
-
-        Raises TimeoutError after `timeout_s`, ServerUnavailable when the server is gone.
-        """
-        if self.closed:
-            raise ServerUnavailable("server is not running")
-        self._next_id += 1
-        runner_id = self._next_id
-        pending = _Pending(asyncio.get_running_loop().create_future(), message.get("id"), scope)
-        self._pending[runner_id] = pending
-        try:
-            async with asyncio.timeout(timeout_s):  # covers a full stdin pipe as well as a silent server
-                await self._send({**message, "id": runner_id})
-                response = await pending.future
-        except TimeoutError:
-            if self.cancel_on_timeout:
-                self._write_quietly({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {
-                    "requestId": runner_id, "reason": "request timed out in the mcp-reconcile runner"}})
-            raise
-        finally:
-            self._pending.pop(runner_id, None)
-        response["id"] = pending.original_id
-        return response
-
-    async def notify(self, message: dict[str, Any], *, scope: str | None = None) -> None:
-        """Forward a client notification; a cancel is re-addressed to the id the server knows (only
-        within a session: without one, the request it names cannot be told apart from other clients')."""
-        if message.get("method") == "notifications/cancelled":
-            params = message.get("params") or {}
-            runner_id = self._find(scope, params.get("requestId")) if scope is not None else None
-            if runner_id is None:
-                return
-            message = {**message, "params": {**params, "requestId": runner_id}}
-        await self._send(message)
-
-    def _find(self, scope: str | None, original_id: Any) -> int | None:
-        for runner_id, pending in self._pending.items():
-            if pending.scope == scope and pending.original_id == original_id:
-                return runner_id
-        return None
-
-    def _write(self, message: dict[str, Any]) -> None:
-        if self.closed:
-            raise ServerUnavailable("server is not running")
-        try:
-            self._stdin.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
-        except (ConnectionError, RuntimeError) as exc:  # broken pipe; RuntimeError: transport closed
-            self.close()
-            raise ServerUnavailable(f"server stdin closed: {exc}") from exc
-
-    def _write_quietly(self, message: dict[str, Any]) -> None:
-        """Best effort, never waits: replies and cancels the server may or may not still read."""
-        with contextlib.suppress(ServerUnavailable):
-            self._write(message)
-
-    async def _send(self, message: dict[str, Any]) -> None:
-        self._write(message)
-        try:
-            await self._stdin.drain()
-        except (ConnectionError, RuntimeError) as exc:
-            self.close()
-            raise ServerUnavailable(f"server stdin closed: {exc}") from exc
-
-    async def read_loop(self) -> None:
-        """Dispatch the server's stdout lines until EOF, then fail whatever is still pending."""
-        try:
-            while True:
-                try:
-                    line = await self._stdout.readline()
-                except ValueError:  # a line beyond the stream limit; the reader dropped it
-                    self._log("server wrote an oversized stdout line; dropped")
-                    continue
-                if not line:
-                    break
-                self._dispatch(line)
-        finally:
-            self.close()
-
-    def _dispatch(self, line: bytes) -> None:
-        try:
-            message = json.loads(line)
-        except ValueError:
-            if line.strip():
-                self._log(f"server wrote a non-JSON stdout line; ignored: {line[:200]!r}")
-            return
-        if not isinstance(message, dict):
-            return
-        if "method" in message:
-            if "id" in message:  # a server-to-client request: no client to carry it to
-                error = {"code": METHOD_NOT_FOUND,
-                         "message": "the mcp-reconcile runner does not forward server-to-client requests"}
-                self._write_quietly({"jsonrpc": "2.0", "id": message["id"], "error": error})
-            return  # notifications have no stream to go to: dropped
-        runner_id = message.get("id")
-        pending = self._pending.get(runner_id) if isinstance(runner_id, int) else None
-        if pending is not None and not pending.future.done():
-            pending.future.set_result(message)
-
-    def close(self) -> None:
-        """Stop forwarding: every waiting request fails with ServerUnavailable."""
-        self.closed = True
-        for pending in self._pending.values():
-            if not pending.future.done():
-                pending.future.set_exception(ServerUnavailable("server exited"))
-        self._pending.clear()
+_SSE_HEADERS = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
 
 
 @dataclass
@@ -199,9 +74,16 @@ def _json_reply(status: int, message: dict[str, Any], headers: list[tuple[str, s
 
 
 def _error_reply(status: int, request_id: Any, code: int, message: str,
-                 headers: list[tuple[str, str]] | None = None) -> Reply:
-    return _json_reply(status, {"jsonrpc": "2.0", "id": request_id,
-                                "error": {"code": code, "message": message}}, headers)
+                 headers: list[tuple[str, str]] | None = None, data: Any = None) -> Reply:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return _json_reply(status, {"jsonrpc": "2.0", "id": request_id, "error": error}, headers)
+
+
+def _closing(reply: Reply) -> Reply:
+    """The reply, ending the connection: sent before the request body was read, so nothing else can follow."""
+    return Reply(reply.status, reply.body, [*reply.headers, ("Connection", "close")])
 
 
 def _same_secret(given: bytes, expected: bytes) -> bool:
@@ -214,27 +96,77 @@ def _same_secret(given: bytes, expected: bytes) -> bool:
     return diff == 0
 
 
+def _sse_event(message: dict[str, Any]) -> bytes:
+    return b"event: message\ndata: " + json.dumps(message, separators=(",", ":")).encode() + b"\n\n"
+
+
+class Stream:
+    """Messages on their way to one client's SSE stream (a POST's or the session's GET stream)."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.open = True
+
+    def put(self, message: dict[str, Any]) -> None:
+        if not self.open:
+            return
+        if self.queue.qsize() >= MAX_STREAM_BACKLOG:
+            self.queue.get_nowait()
+        self.queue.put_nowait(message)
+
+    def end(self) -> None:
+        """No more messages: a reader waiting on the queue wakes up and sees the stream closed."""
+        self.open = False
+        self.queue.put_nowait({})
+
+
+@dataclass
+class Session:
+    """A handshake-era client: what it can do, the version it speaks, its GET stream and subscriptions."""
+
+    capabilities: dict[str, Any]
+    protocol_version: str
+    stream: Stream | None = None
+    subscriptions: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Call:
+    """One POSTed JSON-RPC message, classified."""
+
+    message: dict[str, Any]
+    session_id: str | None
+    session: Session | None
+    modern: bool          # a 2026-07-28 client (the `_meta` envelope, no session)
+    wants_stream: bool    # the client accepts text/event-stream
+
+
 class Gateway:
     """The loopback Streamable HTTP endpoint of one runner."""
 
     def __init__(self, link: ServerLink, *, era: str, initialize_result: dict[str, Any] | None,
-                 token: str | None = None, request_timeout_s: float = REQUEST_TIMEOUT_S,
-                 path: str = "/mcp") -> None:
+                 discover_result: dict[str, Any] | None = None, serves_modern: bool = False,
+                 token: str | None = None,
+                 request_timeout_s: float = REQUEST_TIMEOUT_S, path: str = "/mcp") -> None:
         self.link = link
-        self.path = path.encode()
         self.era = era
         self.initialize_result = initialize_result
+        self.discover_result = discover_result or {}
+        self.serves_modern = serves_modern   # a handshake-era server that knows 2026-07-28 too (dual era)
         self.request_timeout_s = request_timeout_s
+        self.path = path.encode()
         self.port = 0
         self._token = token.encode() if token else None
-        self._sessions: dict[str, None] = {}
+        self._sessions: dict[str, Session] = {}
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         link.cancel_on_timeout = era == "handshake"
+        link.on_unrouted = self._fan_out
+        link.on_server_request = self._to_a_stream
 
     async def start(self, port: int = 0) -> int:
         """Listen on 127.0.0.1:`port` (0: any free port) and return the port."""
-        self._server = await asyncio.start_server(self._serve_connection, "127.0.0.1", port)
+        self._server = await asyncio.start_server(self._serve_connection, "127.0.0.1", port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
@@ -251,24 +183,36 @@ class Gateway:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         try:
             while True:
-                event = await self._next_event(conn, reader)
+                event = await self._next_request(conn, reader)
                 if not isinstance(event, h11.Request):
                     break
                 reply = await self._handle(conn, reader, writer, event)
-                await self._send(conn, writer, reply)
+                if reply is not None:
+                    await self._send(conn, writer, reply)
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     break
                 conn.start_next_cycle()
-        except h11.RemoteProtocolError as exc:
+        except h11.RemoteProtocolError as exc:   # malformed, or headers too large (431)
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                reply = Reply(exc.error_status_hint, str(exc).encode(), [("Content-Type", "text/plain")])
+                reply = _closing(Reply(exc.error_status_hint, str(exc).encode(), [("Content-Type", "text/plain")]))
                 with contextlib.suppress(ConnectionError, h11.LocalProtocolError):
                     await self._send(conn, writer, reply)
-        except (ConnectionError, h11.LocalProtocolError):
+        except (ConnectionError, h11.LocalProtocolError, TimeoutError):
             pass
         finally:
             self._writers.discard(writer)
             writer.close()
+
+    async def _next_request(self, conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
+        """The next request's head: idle up to IDLE_TIMEOUT_S, then HEADER_TIMEOUT_S from its first byte."""
+        event = conn.next_event()
+        if event is not h11.NEED_DATA:
+            return event
+        async with asyncio.timeout(IDLE_TIMEOUT_S):
+            data = await reader.read(READ_CHUNK)
+        conn.receive_data(data)
+        async with asyncio.timeout(HEADER_TIMEOUT_S):
+            return await self._next_event(conn, reader)
 
     @staticmethod
     async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
@@ -279,24 +223,27 @@ class Gateway:
             conn.receive_data(await reader.read(READ_CHUNK))
 
     async def _handle(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      request: h11.Request) -> Reply:
+                      request: h11.Request) -> Reply | None:
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in request.headers}
         denied = self._check_access(request.target, headers)
         length = headers.get("content-length", "0")
         if denied is None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            denied = Reply(413, b"request body too large\n", [("Connection", "close")])
+            denied = Reply(413, b"request body too large\n")
         if denied is not None:
-            return denied
+            return _closing(denied)
         if conn.they_are_waiting_for_100_continue:  # curl asks before sending a larger body
             writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))  # type: ignore[arg-type]
-        body = await self._read_body(conn, reader)
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            body = await self._read_body(conn, reader)
         if body is None:
-            return Reply(413, b"request body too large\n", [("Connection", "close")])
+            return _closing(Reply(413, b"request body too large\n"))
         if request.method == b"POST":
-            return await self._post(headers, body)
+            return await self._post(conn, writer, headers, body)
+        if request.method == b"GET":
+            return await self._get(conn, reader, writer, headers)
         if request.method == b"DELETE":
             return self._delete(headers)
-        return Reply(405, b"", [("Allow", "POST, DELETE")])
+        return Reply(405, b"", [("Allow", "GET, POST, DELETE")])
 
     async def _read_body(self, conn: h11.Connection, reader: asyncio.StreamReader) -> bytes | None:
         chunks: list[bytes] = []
@@ -324,9 +271,21 @@ class Gateway:
         writer.write(b"".join(parts))  # type: ignore[arg-type]  # one send(2) per response
         await writer.drain()
 
+    @staticmethod
+    async def _start_stream(conn: h11.Connection, writer: asyncio.StreamWriter,
+                            headers: list[tuple[str, str]]) -> None:
+        writer.write(conn.send(h11.Response(status_code=200, headers=[*_SSE_HEADERS, *headers],  # type: ignore[arg-type]
+                                            reason=b"OK")))
+        await writer.drain()
+
+    @staticmethod
+    async def _stream_event(conn: h11.Connection, writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
+        writer.write(conn.send(h11.Data(data=_sse_event(message))))  # type: ignore[arg-type]
+        await writer.drain()
+
     # access -----------------------------------------------------------------------------------------------
     def _check_access(self, target: bytes, headers: dict[str, str]) -> Reply | None:
-        """403 for a foreign Host or Origin (DNS rebinding), 401 without the token, 404 off /mcp."""
+        """403 for a foreign Host or Origin (DNS rebinding), 401 without the token, 404 off the path."""
         if headers.get("host") not in (f"127.0.0.1:{self.port}", f"localhost:{self.port}"):
             return Reply(403, b"forbidden: Host must be 127.0.0.1 or localhost\n")
         origin = headers.get("origin")
@@ -340,72 +299,260 @@ class Gateway:
             return Reply(404, b"not found: the endpoint is " + self.path + b"\n")
         return None
 
-    # MCP --------------------------------------------------------------------------------------------------
-    async def _post(self, headers: dict[str, str], body: bytes) -> Reply:
+    # POST -------------------------------------------------------------------------------------------------
+    async def _post(self, conn: h11.Connection, writer: asyncio.StreamWriter, headers: dict[str, str],
+                    body: bytes) -> Reply | None:
         try:
             message = json.loads(body)
-        except ValueError:
-            return _error_reply(400, None, PARSE_ERROR, "Parse error: body is not JSON")
+        except (ValueError, RecursionError):
+            return _error_reply(400, None, PARSE_ERROR, "Parse error: body is not JSON (or nested too deeply)")
         if isinstance(message, list):
             return _error_reply(400, None, INVALID_REQUEST, "JSON-RPC batches are not supported")
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
             return _error_reply(400, None, INVALID_REQUEST, "not a JSON-RPC 2.0 message")
+        call_or_refusal = self._classify(message, headers)
+        if isinstance(call_or_refusal, Reply):
+            return call_or_refusal
+        call = call_or_refusal
         method = message.get("method")
-        is_request = isinstance(method, str) and "id" in message
-        if self.era == "handshake":
-            if is_request and method == "initialize":
-                return self._initialize(message)
-            session = headers.get("mcp-session-id")
+        if not isinstance(method, str):   # a client's response to a server request we handed it
+            answered = await self._answer_server(message, call.session_id)
+            return Reply(202) if answered else _error_reply(
+                400, message.get("id"), INVALID_REQUEST, "no open server request has this id for this client")
+        if "id" not in message:
+            return await self._notification(call, method)
+        if method == "initialize":
+            return self._initialize(message)
+        return await self._request(conn, writer, call, method)
+
+    def _classify(self, message: dict[str, Any], headers: dict[str, str]) -> Call | Reply:
+        """Which era's client sent this, in which session; or the refusal that era's HTTP rules ask for."""
+        wants_stream = "text/event-stream" in headers.get("accept", "")
+        version_header = headers.get("mcp-protocol-version")
+        session_id = headers.get("mcp-session-id")
+        if message.get("method") == "initialize":
+            return Call(message, None, None, modern=False, wants_stream=wants_stream)
+        if session_id is not None:
+            session = self._sessions.get(session_id)
             if session is None:
-                if not (is_request and method == "server/discover"):  # era probes of auto-mode clients
-                    return _error_reply(400, message.get("id"), INVALID_REQUEST,
-                                        "Bad Request: Mcp-Session-Id header is required")
-            elif session not in self._sessions:
                 return _error_reply(404, message.get("id"), INVALID_REQUEST, "Session not found")
-        else:
-            session = None
-        if is_request:
-            return await self._forward(message, session)
-        if isinstance(method, str) and method != "notifications/initialized":
-            try:
-                await self.link.notify(message, scope=session)
-            except ServerUnavailable:
-                return Reply(503, b"", [("Retry-After", "1")])
-        return Reply(202)  # notifications and client responses
+            if version_header is not None and version_header not in eras.HANDSHAKE_PROTOCOL_VERSIONS:
+                return _error_reply(400, message.get("id"), INVALID_REQUEST,
+                                    f"Bad Request: unsupported MCP-Protocol-Version {version_header!r}")
+            return Call(message, session_id, session, modern=False, wants_stream=wants_stream)
+        version = eras.modern_version_of(message)
+        if version is not None:
+            if version_header is not None and version_header != version:
+                return _error_reply(400, message.get("id"), HEADER_MISMATCH,
+                                    f"MCP-Protocol-Version header {version_header!r} contradicts _meta {version!r}")
+            method_header = headers.get("mcp-method")
+            if method_header is not None and method_header != message.get("method"):
+                return _error_reply(400, message.get("id"), HEADER_MISMATCH,
+                                    f"Mcp-Method header {method_header!r} contradicts the body")
+            if version != eras.MODERN_PROTOCOL_VERSION:
+                return _error_reply(400, message.get("id"), UNSUPPORTED_VERSION, "Unsupported protocol version",
+                                    data={"supported": [eras.MODERN_PROTOCOL_VERSION], "requested": version})
+            return Call(message, None, None, modern=True, wants_stream=wants_stream)
+        if version_header is not None and version_header not in (*eras.HANDSHAKE_PROTOCOL_VERSIONS,
+                                                                 eras.MODERN_PROTOCOL_VERSION):
+            return _error_reply(400, message.get("id"), INVALID_REQUEST,
+                                f"Bad Request: unsupported MCP-Protocol-Version {version_header!r}")
+        if self.era == "handshake" and not (message.get("method") == "server/discover" or "method" not in message):
+            return _error_reply(400, message.get("id"), INVALID_REQUEST,
+                                "Bad Request: Mcp-Session-Id header is required (initialize first)")
+        # a stateless server judges an envelope-less message itself; a discover probe is a modern client's
+        return Call(message, None, None, modern=self.era == "stateless" or message.get("method") == "server/discover",
+                    wants_stream=wants_stream)
 
     def _initialize(self, message: dict[str, Any]) -> Reply:
-        """Answer from the server's own InitializeResult; the client gets a session of its own."""
-        result = dict(self.initialize_result or {})
-        requested = (message.get("params") or {}).get("protocolVersion")
-        if result.get("protocolVersion") in HANDSHAKE_PROTOCOL_VERSIONS and \
-                requested in HANDSHAKE_PROTOCOL_VERSIONS:
-            result["protocolVersion"] = requested
-        session = os.urandom(16).hex()
-        self._sessions[session] = None
+        """Answer from the server's own result (or one built from its discover answer); a new session."""
+        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        requested = params.get("protocolVersion")
+        if self.era == "handshake":
+            result = dict(self.initialize_result or {})
+            result["protocolVersion"] = eras.negotiated_version(requested, str(result.get("protocolVersion")))
+        else:
+            result = eras.initialize_from_discover(self.discover_result, requested)
+        session_id = os.urandom(16).hex()
+        self._sessions[session_id] = Session(eras.client_capabilities_of(message), result["protocolVersion"])
         if len(self._sessions) > MAX_SESSIONS:
-            del self._sessions[next(iter(self._sessions))]
+            self._forget(next(iter(self._sessions)))
         return _json_reply(200, {"jsonrpc": "2.0", "id": message["id"], "result": result},
-                           [("Mcp-Session-Id", session)])
+                           [("Mcp-Session-Id", session_id)])
 
-    async def _forward(self, message: dict[str, Any], session: str | None) -> Reply:
-        request_id = message["id"]
+    async def _notification(self, call: Call, method: str) -> Reply:
+        if method == "notifications/initialized" and not call.modern:
+            return Reply(202)   # the runner's own handshake with the server already said it
+        message = call.message
+        if call.modern and self.era == "handshake":
+            message = eras.without_envelope(message)
+        elif not call.modern and self.era == "stateless":
+            message = eras.with_envelope(message, call.session.capabilities if call.session else {})
         try:
-            response = await self.link.request(message, timeout_s=self.request_timeout_s, scope=session)
+            await self.link.notify(message, scope=call.session_id)
+        except ServerUnavailable:
+            return Reply(503, b"", [("Retry-After", "1")])
+        return Reply(202)
+
+    async def _answer_server(self, message: dict[str, Any], session_id: str | None) -> bool:
+        try:
+            return await self.link.answer_server(message, scope=session_id)
+        except ServerUnavailable:
+            return False
+
+    async def _request(self, conn: h11.Connection, writer: asyncio.StreamWriter, call: Call,
+                       method: str) -> Reply | None:
+        """Forward (translated for the client's era); stream what the server says meanwhile, then answer."""
+        message, answer_as = self._translate_in(call, method)
+        stream = Stream() if call.wants_stream else None
+        capabilities = call.session.capabilities if call.session else eras.client_capabilities_of(call.message)
+        forwarded = asyncio.ensure_future(self.link.request(
+            message, timeout_s=self.request_timeout_s, scope=call.session_id,
+            sink=stream.put if stream else None, capabilities=capabilities))
+        if stream is None:
+            return self._response_reply(call, method, answer_as, await self._outcome(forwarded, call))
+        streaming = False
+        try:
+            while True:
+                getter = asyncio.ensure_future(stream.queue.get())
+                await asyncio.wait((forwarded, getter), return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    if not streaming:
+                        await self._start_stream(conn, writer, [])
+                        streaming = True
+                    await self._stream_event(conn, writer, getter.result())
+                    continue
+                getter.cancel()
+                while not stream.queue.empty():   # what arrived together with the response goes first
+                    if not streaming:
+                        await self._start_stream(conn, writer, [])
+                        streaming = True
+                    await self._stream_event(conn, writer, stream.queue.get_nowait())
+                reply = self._response_reply(call, method, answer_as, await self._outcome(forwarded, call))
+                if not streaming:
+                    return reply
+                await self._stream_event(conn, writer, json.loads(reply.body))
+                writer.write(conn.send(h11.EndOfMessage()))  # type: ignore[arg-type]
+                await writer.drain()
+                return None
+        finally:
+            stream.open = False
+            if not forwarded.done():   # the client went away: let the server's answer go nowhere
+                forwarded.cancel()
+
+    def _translate_in(self, call: Call, method: str) -> tuple[dict[str, Any], str]:
+        """The message as the server's era wants it, and how to treat the answer ("as is", "pong",
+        "discover", "modern")."""
+        message = call.message
+        if self.era == "handshake":
+            if method == "server/discover":   # a handshake-only server refuses it itself, as it would natively
+                if not self.serves_modern:
+                    return message, "as is"
+                return {"jsonrpc": "2.0", "id": message["id"], "method": "ping"}, "discover"
+            if call.modern:
+                return eras.without_envelope(message), "modern"
+            return message, "as is"
+        if method == "ping" and not call.modern:   # removed in 2026-07-28: ask the server to discover instead
+            return eras.with_envelope({"jsonrpc": "2.0", "id": message["id"], "method": "server/discover"},
+                                      call.session.capabilities if call.session else {}), "pong"
+        if not call.modern:
+            return eras.with_envelope(message, call.session.capabilities if call.session else {}), "as is"
+        return message, "as is"
+
+    async def _outcome(self, forwarded: asyncio.Future[dict[str, Any]], call: Call) -> dict[str, Any] | Reply:
+        request_id = call.message.get("id")
+        try:
+            return await forwarded
         except ServerUnavailable as exc:
             return _error_reply(503, request_id, SERVER_UNAVAILABLE, f"MCP server unavailable: {exc}",
                                 [("Retry-After", "1")])
         except TimeoutError:
             return _error_reply(504, request_id, REQUEST_TIMED_OUT,
                                 f"MCP server did not answer within {self.request_timeout_s:g} s")
-        return _json_reply(200, response)
 
-    def _delete(self, headers: dict[str, str]) -> Reply:
-        if self.era != "handshake":
-            return Reply(405, b"", [("Allow", "POST")])
-        session = headers.get("mcp-session-id")
+    def _response_reply(self, call: Call, method: str, answer_as: str, response: dict[str, Any] | Reply) -> Reply:
+        if isinstance(response, Reply):
+            return response
+        if "error" not in response:
+            if answer_as == "pong":
+                response = {"jsonrpc": "2.0", "id": response.get("id"), "result": {}}
+            elif answer_as == "discover":
+                response = {"jsonrpc": "2.0", "id": response.get("id"),
+                            "result": eras.discover_from_initialize(self.initialize_result or {})}
+            elif answer_as == "modern":
+                response = eras.as_modern_result(method, response)
+            if method == "resources/subscribe" and call.session is not None:
+                call.session.subscriptions.add(str((call.message.get("params") or {}).get("uri")))
+            elif method == "resources/unsubscribe" and call.session is not None:
+                call.session.subscriptions.discard(str((call.message.get("params") or {}).get("uri")))
+        status = 200
+        if call.modern and (response.get("error") or {}).get("code") in (HEADER_MISMATCH, UNSUPPORTED_VERSION):
+            status = 400   # 2026-07-28 HTTP rules, when the server itself refused the envelope
+        return _json_reply(status, response)
+
+    # GET: the session's stream ----------------------------------------------------------------------------
+    async def _get(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                   headers: dict[str, str]) -> Reply | None:
+        if "text/event-stream" not in headers.get("accept", ""):
+            return Reply(406, b"GET opens an SSE stream: Accept must include text/event-stream\n")
+        session_id = headers.get("mcp-session-id")
+        if session_id is None:
+            return Reply(405, b"", [("Allow", "POST, DELETE")]) if self.era == "stateless" else \
+                Reply(400, b"Mcp-Session-Id header is required\n")
+        session = self._sessions.get(session_id)
         if session is None:
-            return Reply(400, b"Mcp-Session-Id header is required\n")
-        if session not in self._sessions:
             return Reply(404, b"session not found\n")
-        del self._sessions[session]
+        if session.stream is not None:
+            session.stream.end()   # one GET stream per session: the newer one replaces it
+        stream = session.stream = Stream()
+        await self._start_stream(conn, writer, [("Mcp-Session-Id", session_id)])
+        gone = asyncio.ensure_future(reader.read(1))   # EOF (or anything) from the client ends the stream
+        try:
+            while stream.open:
+                getter = asyncio.ensure_future(stream.queue.get())
+                await asyncio.wait((gone, getter), return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    break
+                if stream.open:
+                    await self._stream_event(conn, writer, getter.result())
+        finally:
+            gone.cancel()
+            stream.open = False
+            if session.stream is stream:
+                session.stream = None
+        raise ConnectionError("stream ended")   # an SSE stream is never reused for another request
+
+    # server -> clients without a request in flight ----------------------------------------------------------
+    def _fan_out(self, message: dict[str, Any]) -> None:
+        """A notification tied to no request: every session's stream (resources/updated: its subscribers)."""
+        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        uri = params.get("uri") if message.get("method") == "notifications/resources/updated" else None
+        for session in self._sessions.values():
+            if session.stream is not None and (uri is None or uri in session.subscriptions):
+                session.stream.put(message)
+
+    def _to_a_stream(self, message: dict[str, Any], capability: str | None) -> str | None:
+        """A server request no request in flight can carry: the newest capable session with a stream."""
+        for session_id, session in reversed(self._sessions.items()):
+            if session.stream is not None and (capability is None or capability in session.capabilities):
+                session.stream.put(message)
+                return session_id
+        return None
+
+    # DELETE -----------------------------------------------------------------------------------------------
+    def _delete(self, headers: dict[str, str]) -> Reply:
+        if self.era != "handshake" and not self._sessions:
+            return Reply(405, b"", [("Allow", "POST")])
+        session_id = headers.get("mcp-session-id")
+        if session_id is None:
+            return Reply(400, b"Mcp-Session-Id header is required\n")
+        if session_id not in self._sessions:
+            return Reply(404, b"session not found\n")
+        self._forget(session_id)
         return Reply(204)
+
+    def _forget(self, session_id: str) -> None:
+        session = self._sessions.pop(session_id)
+        if session.stream is not None:
+            session.stream.end()

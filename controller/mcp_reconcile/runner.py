@@ -32,9 +32,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mcp_reconcile import proc
-from mcp_reconcile.gateway import REQUEST_TIMEOUT_S, Gateway, ServerLink, ServerUnavailable
+from mcp_reconcile import eras, proc
+from mcp_reconcile.gateway import REQUEST_TIMEOUT_S, Gateway
 from mcp_reconcile.scrub import StreamScrubber
+from mcp_reconcile.serverlink import ServerLink, ServerUnavailable
 from mcp_reconcile.store import RunRecord, StateDir
 
 # How long the server gets from spawn to an answered server/discover or initialize (npx cold starts).
@@ -49,11 +50,16 @@ EXIT_SPAWN_FAILED = 127      # the command could not be executed (not found, not
 EXIT_RUNNER_BUG = 70         # EX_SOFTWARE: the runner itself failed; the server was still stopped
 EXIT_DUPLICATE = 75          # EX_TEMPFAIL: another live runner serves this server; nothing was started
 
-MODERN_PROTOCOL_VERSION = "2026-07-28"
 HANDSHAKE_PROTOCOL_VERSION = "2025-11-25"   # what the runner asks for in its one initialize
-DISCOVER_META = {"io.modelcontextprotocol/protocolVersion": MODERN_PROTOCOL_VERSION,
-                 "io.modelcontextprotocol/clientCapabilities": {}}
+DISCOVER_META = {eras.PROTOCOL_VERSION_KEY: eras.MODERN_PROTOCOL_VERSION, eras.CLIENT_CAPABILITIES_KEY: {}}
 CLIENT_INFO = {"name": "mcp-reconcile-runner", "version": "0.1.0"}
+# What the runner declares on behalf of its clients: sampling and elicitation, so the server offers the
+# tools that need them; each such request is routed to a client that really has the capability, or refused
+# with a clear error (serverlink.py). Not roots: many clients share one server process, so there is no one
+# set of roots to give it, and servers ask for roots at start-up (server-everything then waits for the
+# answer instead of exiting when its stdin closes).
+CLIENT_CAPABILITIES = {"sampling": {}, "elicitation": {}}
+METHOD_NOT_FOUND = -32601
 
 
 class StartupError(Exception):
@@ -64,7 +70,9 @@ class StartupError(Exception):
 class Era:
     name: str                                  # "handshake" | "stateless"
     protocol_version: str
-    initialize_result: dict[str, Any] | None   # handshake era only: answered to every client
+    initialize_result: dict[str, Any] | None   # handshake era: answered to every handshake client
+    discover_result: dict[str, Any] | None = None   # stateless era: what handshake clients are told
+    serves_modern: bool = False                # handshake era, and the server knows server/discover too
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -108,31 +116,39 @@ def _say(message: str) -> None:
 
 
 async def fix_era(link: ServerLink, *, timeout_s: float) -> Era:
-    """Decide the server's era once (SPEC appendix): server/discover with _meta; a result that offers
-    2026-07-28 means stateless, anything else means handshake (then initialize once and cache it).
+    """Decide the server's era once (SPEC appendix: one stdio connection speaks one era).
 
-    Raises TimeoutError after `timeout_s` in all, ServerUnavailable if the server goes away.
+    The handshake comes first: today's clients speak it, and only over it can a dual-era server send requests
+    to clients (sampling, elicitation, roots). A server that refuses `initialize` is asked `server/discover`
+    and served in the 2026-07-28 era. Raises TimeoutError after `timeout_s` in all, ServerUnavailable if the
+    server goes away, StartupError if it accepts neither.
     """
     async with asyncio.timeout(timeout_s):
         return await _ask_era(link, timeout_s=timeout_s)
 
 
 async def _ask_era(link: ServerLink, *, timeout_s: float) -> Era:
-    discover = {"jsonrpc": "2.0", "id": "discover", "method": "server/discover",
-                "params": {"_meta": DISCOVER_META}}
-    reply = await link.request(discover, timeout_s=timeout_s)
-    result = reply.get("result")
-    if isinstance(result, dict) and MODERN_PROTOCOL_VERSION in (result.get("supportedVersions") or ()):
-        return Era("stateless", MODERN_PROTOCOL_VERSION, None)
     initialize = {"jsonrpc": "2.0", "id": "initialize", "method": "initialize",
-                  "params": {"protocolVersion": HANDSHAKE_PROTOCOL_VERSION, "capabilities": {},
+                  "params": {"protocolVersion": HANDSHAKE_PROTOCOL_VERSION, "capabilities": CLIENT_CAPABILITIES,
                              "clientInfo": CLIENT_INFO}}
     reply = await link.request(initialize, timeout_s=timeout_s)
     result = reply.get("result")
-    if not isinstance(result, dict) or not isinstance(result.get("protocolVersion"), str):
-        raise StartupError(f"initialize failed: {reply.get('error') or reply}")
-    await link.notify({"jsonrpc": "2.0", "method": "notifications/initialized"})
-    return Era("handshake", result["protocolVersion"], result)
+    discover = {"jsonrpc": "2.0", "id": "discover", "method": "server/discover",
+                "params": {"_meta": DISCOVER_META}}
+    if isinstance(result, dict) and isinstance(result.get("protocolVersion"), str):
+        await link.notify({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        # after the handshake a dual-era server still knows server/discover (it refuses it for this
+        # connection's era); a handshake-only one does not know the method at all
+        known = await link.request(discover, timeout_s=timeout_s)
+        serves_modern = (known.get("error") or {}).get("code") != METHOD_NOT_FOUND
+        return Era("handshake", result["protocolVersion"], result, serves_modern=serves_modern)
+    refused = reply.get("error") or reply
+    reply = await link.request(discover, timeout_s=timeout_s)
+    result = reply.get("result")
+    if isinstance(result, dict) and eras.MODERN_PROTOCOL_VERSION in (result.get("supportedVersions") or ()):
+        return Era("stateless", eras.MODERN_PROTOCOL_VERSION, None, result)
+    raise StartupError(f"the server accepts neither initialize ({refused}) nor server/discover "
+                       f"({reply.get('error') or reply})")
 
 
 class Runner:
@@ -203,7 +219,8 @@ class Runner:
         era = await self._start(server, link)
         if not isinstance(era, Era):
             return await self._finish(server, era)
-        gateway = Gateway(link, era=era.name, initialize_result=era.initialize_result, token=token,
+        gateway = Gateway(link, era=era.name, initialize_result=era.initialize_result,
+                          discover_result=era.discover_result, serves_modern=era.serves_modern, token=token,
                           request_timeout_s=self.args.request_timeout, path=self.args.path)
         try:
             port = await gateway.start(self.args.port)

@@ -192,7 +192,10 @@ def test_a_second_runner_for_the_same_server_starts_nothing_and_leaves_the_first
 def test_the_endpoint_refuses_what_streamable_http_does_not_allow(runners: Runners) -> None:
     runner = runners.start(fault_server("well_behaved"))
     session = initialize(runner).headers["mcp-session-id"]
-    assert httpx.get(runner.url, timeout=WAIT_S).status_code == 405
+    assert httpx.get(runner.url, timeout=WAIT_S).status_code == 406   # GET is an SSE stream or nothing
+    assert httpx.get(runner.url, headers={"Accept": "text/event-stream"}, timeout=WAIT_S).status_code == 400
+    assert httpx.get(runner.url, headers={"Accept": "text/event-stream", "Mcp-Session-Id": "nope"},
+                     timeout=WAIT_S).status_code == 404
     assert httpx.post(runner.url.replace("/mcp", "/other"), json=rpc("ping"), timeout=WAIT_S).status_code == 404
     assert post(runner, rpc("ping")).status_code == 400  # no session
     assert post(runner, rpc("ping"), session="not-a-session").status_code == 404
@@ -205,7 +208,7 @@ def test_the_endpoint_refuses_what_streamable_http_does_not_allow(runners: Runne
     assert post(runner, rpc("ping"), session=session).status_code == 404
 
 
-def test_a_stateless_server_is_served_without_sessions(runners: Runners) -> None:
+def test_a_stateless_server_serves_both_eras_without_sessions_for_modern_clients(runners: Runners) -> None:
     runner = runners.start(fault_server("stateless_ok"))
     record = runner.wait_state("running")
     assert (record["era"], record["protocol_version"]) == ("stateless", "2026-07-28")
@@ -214,10 +217,42 @@ def test_a_stateless_server_is_served_without_sessions(runners: Runners) -> None
     assert "mcp-session-id" not in answer.headers
     assert answer.json()["id"] == 7
     assert [tool["name"] for tool in answer.json()["result"]["tools"]] == ["echo"]
-    legacy = initialize(runner)  # forwarded, so the server's own refusal comes back
-    assert legacy.json()["error"]["code"] == -32022
     ping = post(runner, rpc("ping", 8, {"_meta": DISCOVER_META}))  # removed in 2026-07-28: the server says so
     assert (ping.status_code, ping.json()["id"], ping.json()["error"]["code"]) == (200, 8, -32601)
+
+    # a handshake-era client is served by translation: its own session, its ping goes to the server
+    legacy = initialize(runner, "2025-06-18")
+    assert legacy.status_code == 200, legacy.text
+    result = legacy.json()["result"]
+    assert result["protocolVersion"] == "2025-06-18"
+    assert result["serverInfo"]["name"] == "stateless-ok"
+    session = legacy.headers["mcp-session-id"]
+    assert post(runner, rpc("ping", 9), session=session).json() == {"jsonrpc": "2.0", "id": 9, "result": {}}
+    echoed = post(runner, rpc("tools/call", 10, {"name": "echo", "arguments": {"message": "hi"}}), session=session)
+    assert echoed.json()["result"]["content"][0]["text"] == "hi"
+
+
+def test_http_rules_of_each_era_are_kept(runners: Runners) -> None:
+    runner = runners.start(fault_server("stateless_ok"))
+    runner.wait_state("running")
+    mismatch = post(runner, rpc("tools/list", 1, {"_meta": DISCOVER_META}),
+                    headers={"MCP-Protocol-Version": "2025-06-18"})
+    assert (mismatch.status_code, mismatch.json()["error"]["code"]) == (400, -32020)
+    other = post(runner, rpc("tools/list", 2, {"_meta": {**DISCOVER_META,
+                                                        "io.modelcontextprotocol/protocolVersion": "2099-01-01"}}))
+    assert (other.status_code, other.json()["error"]["code"]) == (400, -32022)
+    session = initialize(runner).headers["mcp-session-id"]
+    bogus = post(runner, rpc("tools/list", 3), session=session, headers={"MCP-Protocol-Version": "bogus"})
+    assert bogus.status_code == 400
+
+
+def test_a_client_asking_a_newer_version_than_the_server_speaks_is_told_the_servers(runners: Runners) -> None:
+    runner = runners.start(fault_server("well_behaved"))
+    runner.wait_state("running")
+    served = runner.record()["protocol_version"]
+    assert initialize(runner, "2025-11-25").json()["result"]["protocolVersion"] == served
+    assert initialize(runner, "2024-11-05").json()["result"]["protocolVersion"] == "2024-11-05"
+    assert initialize(runner, "1999-01-01").json()["result"]["protocolVersion"] == served
 
 
 ASKS_THE_CLIENT = textwrap.dedent('''
@@ -233,6 +268,10 @@ ASKS_THE_CLIENT = textwrap.dedent('''
             send({"jsonrpc": "2.0", "id": message["id"], "result": {"protocolVersion": "2025-06-18",
                   "capabilities": {"tools": {}}, "serverInfo": {"name": "asks", "version": "1"}}})
         elif message["method"] == "tools/call":
+            token = message["params"].get("_meta", {}).get("progressToken")
+            if token is not None:
+                send({"jsonrpc": "2.0", "method": "notifications/progress",
+                      "params": {"progressToken": token, "progress": 1, "total": 2}})
             send({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "x"}})
             send({"jsonrpc": "2.0", "id": "srv-1", "method": "sampling/createMessage", "params": {}})
             reply = json.loads(sys.stdin.readline())
@@ -243,16 +282,50 @@ ASKS_THE_CLIENT = textwrap.dedent('''
 ''')
 
 
-def test_server_to_client_requests_get_method_not_found_and_notifications_are_dropped(
+def _sse_messages(lines: list[str]) -> list[dict[str, Any]]:
+    return [json.loads(line[len("data: "):]) for line in lines if line.startswith("data: ")]
+
+
+def test_server_messages_reach_the_client_whose_request_is_in_flight_over_sse(
         runners: Runners, tmp_path: Path) -> None:
     script = tmp_path / "asks_the_client.py"
     script.write_text(ASKS_THE_CLIENT)
     runner = runners.start([sys.executable, "-u", str(script)])
-    session = initialize(runner).headers["mcp-session-id"]
-    answer = post(runner, rpc("tools/call", 3, {"name": "anything", "arguments": {}}), session=session).json()
-    assert answer["id"] == 3  # the notification before it went nowhere; the answer still came back
+    capable = post(runner, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {"sampling": {}},
+        "clientInfo": {"name": "test", "version": "1"}}}).headers["mcp-session-id"]
+
+    async def call_and_answer_sampling() -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+        headers = {"Accept": "application/json, text/event-stream", "Mcp-Session-Id": capable}
+        call = rpc("tools/call", 3, {"name": "anything", "arguments": {}, "_meta": {"progressToken": "mine"}})
+        async with httpx.AsyncClient(timeout=WAIT_S) as http, \
+                http.stream("POST", runner.url, json=call, headers=headers) as response:
+            assert response.headers["content-type"] == "text/event-stream"
+            async for line in response.aiter_lines():
+                for message in _sse_messages([line]):
+                    seen.append(message)
+                    if message.get("method") == "sampling/createMessage":
+                        answered = await http.post(runner.url, headers=headers, json={
+                            "jsonrpc": "2.0", "id": message["id"], "result": {"role": "assistant", "content": {
+                                "type": "text", "text": "sampled"}, "model": "m"}})
+                        assert answered.status_code == 202
+        return seen
+
+    seen = asyncio.run(call_and_answer_sampling())
+    assert [m.get("method") for m in seen] == ["notifications/progress", "notifications/message",
+                                               "sampling/createMessage", None]
+    assert seen[0]["params"]["progressToken"] == "mine"   # the client's own token, not the runner's
+    reply = json.loads(seen[-1]["result"]["content"][0]["text"])
+    assert (reply["id"], reply["result"]["content"]["text"]) == ("srv-1", "sampled")   # the server's own id
+
+    # a client that cannot sample: the server hears so, and the client gets a plain JSON answer
+    plain = initialize(runner).headers["mcp-session-id"]
+    answer = post(runner, rpc("tools/call", 4, {"name": "anything", "arguments": {}}), session=plain,
+                  headers={"Accept": "application/json"}).json()
     reply = json.loads(answer["result"]["content"][0]["text"])
     assert (reply["id"], reply["error"]["code"]) == ("srv-1", -32601)
+    assert "sampling" in reply["error"]["message"]
 
 
 def test_a_server_that_crashes_on_start_leaves_its_exit_code_in_the_record(runners: Runners) -> None:
@@ -372,22 +445,24 @@ def test_server_everything_is_served_in_the_handshake_era(
 
 
 @pytest.mark.e2e
-def test_mcp_server_time_is_served_in_the_stateless_era(runners: Runners, time_command: list[str]) -> None:
+def test_mcp_server_time_a_dual_era_server_serves_clients_of_both_eras(
+        runners: Runners, time_command: list[str]) -> None:
     from mcp import Client
 
     runner = runners.start(time_command)
     record = runner.wait_state("running")
-    assert (record["era"], record["protocol_version"]) == ("stateless", "2026-07-28")
+    assert record["era"] == "handshake"   # what today's clients speak; 2026-07-28 clients are translated
 
-    async def use() -> tuple[str, list[str], str]:
-        async with Client(runner.url) as client:
+    async def use(mode: str) -> tuple[str, list[str], str]:
+        async with Client(runner.url, mode=mode) as client:  # type: ignore[arg-type]
             tools = [tool.name for tool in (await client.list_tools()).tools]
             result = await client.call_tool("get_current_time", {"timezone": "Etc/UTC"})
             return client.protocol_version, tools, result.content[0].text  # type: ignore[union-attr]
 
-    version, tools, text = asyncio.run(use())
-    assert version == "2026-07-28"
-    assert "get_current_time" in tools and "Etc/UTC" in text
+    for mode, version in (("auto", "2026-07-28"), ("legacy", record["protocol_version"])):
+        got, tools, text = asyncio.run(use(mode))
+        assert got == version, mode
+        assert "get_current_time" in tools and "Etc/UTC" in text, mode
 
 
 @pytest.mark.e2e
@@ -483,3 +558,29 @@ def test_kill_9_of_the_runner_takes_the_server_down_with_it(
     assert wait_gone(server_pid) and is_gone(server_pid)  # type: ignore[arg-type]
     assert wait_until(lambda: proc.group_members(pgid) == [], what="empty server group")  # type: ignore[arg-type]
     assert runner.record()["state"] == "running"  # no exit record: the controller's next pass reaps
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("server", ["everything", "time", "stateless_ok"])
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_the_official_sdk_in_either_mode_uses_every_kind_of_server_through_the_endpoint(
+        runners: Runners, request: pytest.FixtureRequest, server: str, mode: str) -> None:
+    from mcp import Client
+
+    command = {"everything": lambda: request.getfixturevalue("everything_command"),
+               "time": lambda: request.getfixturevalue("time_command"),
+               "stateless_ok": lambda: fault_server("stateless_ok")}[server]()
+    tool, arguments = {"everything": ("echo", {"message": "hi"}),
+                       "time": ("get_current_time", {"timezone": "Etc/UTC"}),
+                       "stateless_ok": ("echo", {"message": "hi"})}[server]
+    runner = runners.start(command)
+    runner.wait_state("running")
+
+    async def use() -> tuple[list[str], bool]:
+        async with Client(runner.url, mode=mode) as client:  # type: ignore[arg-type]
+            tools = [t.name for t in (await client.list_tools()).tools]
+            result = await client.call_tool(tool, arguments)
+            return tools, bool(result.is_error)
+
+    tools, failed = asyncio.run(use())
+    assert tool in tools and not failed

@@ -1,0 +1,263 @@
+"""The runner's one stdio connection to its server, shared by every client of the endpoint (SPEC section 7).
+
+Every forwarded request gets a runner-unique JSON-RPC id (and so does its progress token), so whatever ids
+the clients chose, each message the server sends finds its way back:
+- a response goes to the request that asked;
+- `notifications/progress` goes to the request whose token it names (and extends that request's deadline);
+- `notifications/message` (logs) goes to the newest request in flight that has a stream, else to `on_unrouted`;
+- a server-to-client request (sampling, elicitation, roots, ping) goes to the newest request in flight whose
+  client declared the capability, under an id of ours; that client's response is sent back under the
+  server's id. With no such request in flight `on_server_request` may place it (a client's GET stream);
+  failing that the server gets an error saying no connected client can answer;
+- other notifications (list_changed, resources/updated, ...) go to `on_unrouted`, which fans them out.
+
+Stdlib only: one runner per server, so this module's imports are its memory floor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+METHOD_NOT_FOUND = -32601
+# Server-to-client requests, and the client capability each needs (ping needs none).
+CAPABILITY_OF = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
+# Server-to-client requests remembered while their answer is awaited; the oldest is dropped beyond this.
+MAX_OPEN_SERVER_REQUESTS = 1024
+
+Sink = Callable[[dict[str, Any]], None]
+
+
+class ServerUnavailable(Exception):
+    """The server process is gone (or its pipes are): nothing can be forwarded."""
+
+
+@dataclass
+class Pending:
+    """A forwarded request awaiting its response."""
+
+    future: asyncio.Future[dict[str, Any]]
+    original_id: Any
+    scope: str | None                 # the client's session, so its cancel notifications find the request
+    sink: Sink | None = None          # the request's SSE stream: messages the server sends while working on it
+    capabilities: dict[str, Any] = field(default_factory=dict)
+    progress_token: Any = None        # the client's own token, restored on progress notifications
+    deadline: asyncio.Timeout | None = None
+    timeout_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class ServerRequest:
+    """A server-to-client request handed to a client under our id: who must answer, and the server's id."""
+
+    server_id: Any
+    scope: str | None
+
+
+class ServerLink:
+    """JSON-RPC over the server's stdin/stdout with runner-unique ids, routing what the server sends."""
+
+    def __init__(self, stdin: asyncio.StreamWriter, stdout: asyncio.StreamReader, *,
+                 log: Callable[[str], None] | None = None) -> None:
+        self._stdin = stdin
+        self._stdout = stdout
+        self._next_id = 0
+        self._pending: dict[int, Pending] = {}
+        self._server_requests: dict[str, ServerRequest] = {}
+        self._log = log or (lambda message: None)
+        self.closed = False
+        self.cancel_on_timeout = True  # handshake era: tell the server to drop a request we gave up on
+        self.on_unrouted: Sink = lambda message: None
+        # places a server request no in-flight request can take; returns the session it went to, or None
+        self.on_server_request: Callable[[dict[str, Any], str | None], str | None] = lambda message, cap: None
+
+    # client -> server -------------------------------------------------------------------------------------
+    async def request(self, message: dict[str, Any], *, timeout_s: float, scope: str | None = None,
+                      sink: Sink | None = None, capabilities: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Send a request under a fresh id and return its response carrying the caller's id again.
+
+        Progress the server reports pushes the deadline `timeout_s` further. Raises TimeoutError after
+        `timeout_s` without a word from the server, ServerUnavailable when the server is gone.
+        """
+        if self.closed:
+            raise ServerUnavailable("server is not running")
+        self._next_id += 1
+        runner_id = self._next_id
+        pending = Pending(asyncio.get_running_loop().create_future(), message.get("id"), scope, sink,
+                          capabilities or {}, timeout_s=timeout_s)
+        message = self._with_progress_token(message, pending, runner_id)
+        self._pending[runner_id] = pending
+        try:
+            async with asyncio.timeout(timeout_s) as deadline:  # covers a full stdin pipe and a silent server
+                pending.deadline = deadline
+                await self._send({**message, "id": runner_id})
+                response = await pending.future
+        except TimeoutError:
+            if self.cancel_on_timeout:
+                self._write_quietly({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {
+                    "requestId": runner_id, "reason": "request timed out in the mcp-reconcile runner"}})
+            raise
+        finally:
+            self._pending.pop(runner_id, None)
+        response["id"] = pending.original_id
+        return response
+
+    @staticmethod
+    def _with_progress_token(message: dict[str, Any], pending: Pending, runner_id: int) -> dict[str, Any]:
+        """Swap the client's progress token for ours (two clients may both pick token 1)."""
+        params = message.get("params")
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        if not isinstance(meta, dict) or "progressToken" not in meta:
+            return message
+        pending.progress_token = meta["progressToken"]
+        return {**message, "params": {**params, "_meta": {**meta, "progressToken": runner_id}}}
+
+    async def notify(self, message: dict[str, Any], *, scope: str | None = None) -> None:
+        """Forward a client notification; a cancel is re-addressed to the id the server knows (only
+        within a session: without one, the request it names cannot be told apart from other clients')."""
+        if message.get("method") == "notifications/cancelled":
+            params = message.get("params") or {}
+            runner_id = self._find(scope, params.get("requestId")) if scope is not None else None
+            if runner_id is None:
+                return
+            message = {**message, "params": {**params, "requestId": runner_id}}
+        await self._send(message)
+
+    async def answer_server(self, message: dict[str, Any], *, scope: str | None) -> bool:
+        """A client's response to a server-to-client request we handed it: back to the server under the
+        server's own id. False when no such request is open for that client."""
+        key = message.get("id")
+        asked = self._server_requests.get(key) if isinstance(key, str) else None
+        if asked is None or asked.scope != scope:
+            return False
+        del self._server_requests[key]
+        await self._send({**message, "id": asked.server_id})
+        return True
+
+    def _find(self, scope: str | None, original_id: Any) -> int | None:
+        for runner_id, pending in self._pending.items():
+            if pending.scope == scope and pending.original_id == original_id:
+                return runner_id
+        return None
+
+    # the pipe ---------------------------------------------------------------------------------------------
+    def _write(self, message: dict[str, Any]) -> None:
+        if self.closed:
+            raise ServerUnavailable("server is not running")
+        try:
+            self._stdin.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        except (ConnectionError, RuntimeError) as exc:  # broken pipe; RuntimeError: transport closed
+            self.close()
+            raise ServerUnavailable(f"server stdin closed: {exc}") from exc
+
+    def _write_quietly(self, message: dict[str, Any]) -> None:
+        """Best effort, never waits: replies and cancels the server may or may not still read."""
+        with contextlib.suppress(ServerUnavailable):
+            self._write(message)
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        self._write(message)
+        try:
+            await self._stdin.drain()
+        except (ConnectionError, RuntimeError) as exc:
+            self.close()
+            raise ServerUnavailable(f"server stdin closed: {exc}") from exc
+
+    # server -> client -------------------------------------------------------------------------------------
+    async def read_loop(self) -> None:
+        """Dispatch the server's stdout lines until EOF, then fail whatever is still pending."""
+        try:
+            while True:
+                try:
+                    line = await self._stdout.readline()
+                except ValueError:  # a line beyond the stream limit; the reader dropped it
+                    self._log("server wrote an oversized stdout line; dropped")
+                    continue
+                if not line:
+                    break
+                self._dispatch(line)
+        finally:
+            self.close()
+
+    def _dispatch(self, line: bytes) -> None:
+        try:
+            message = json.loads(line)
+        except (ValueError, RecursionError):
+            if line.strip():
+                self._log(f"server wrote a non-JSON stdout line; ignored: {line[:200]!r}")
+            return
+        if not isinstance(message, dict):
+            return
+        method = message.get("method")
+        if isinstance(method, str):
+            if "id" in message:
+                self._route_server_request(message, method)
+            else:
+                self._route_notification(message, method)
+            return
+        runner_id = message.get("id")
+        pending = self._pending.get(runner_id) if isinstance(runner_id, int) else None
+        if pending is not None and not pending.future.done():
+            pending.future.set_result(message)
+
+    def _route_notification(self, message: dict[str, Any], method: str) -> None:
+        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        if method == "notifications/progress":
+            token = params.get("progressToken")
+            pending = self._pending.get(token) if isinstance(token, int) else None
+            if pending is None:
+                return   # its request is answered or abandoned
+            if pending.deadline is not None:   # a server that reports progress is working: give it more time
+                pending.deadline.reschedule(asyncio.get_running_loop().time() + pending.timeout_s)
+            if pending.sink is not None:
+                pending.sink({**message, "params": {**params, "progressToken": pending.progress_token}})
+            return
+        if method == "notifications/message":
+            streaming = self._newest(lambda p: p.sink is not None)
+            if streaming is not None and streaming.sink is not None:
+                streaming.sink(message)
+                return
+        self.on_unrouted(message)
+
+    def _route_server_request(self, message: dict[str, Any], method: str) -> None:
+        capability = CAPABILITY_OF.get(method)
+        target = self._newest(lambda p: p.sink is not None and (capability is None or capability in p.capabilities))
+        key = f"mcpr-s2c-{self._next_id + 1}"
+        self._next_id += 1
+        forwarded = {**message, "id": key}
+        if target is not None and target.sink is not None:
+            self._remember(key, ServerRequest(message["id"], target.scope))
+            target.sink(forwarded)
+            return
+        placed = self.on_server_request(forwarded, capability)
+        if placed is not None:
+            self._remember(key, ServerRequest(message["id"], placed))
+            return
+        self._write_quietly({"jsonrpc": "2.0", "id": message["id"], "error": {
+            "code": METHOD_NOT_FOUND,
+            "message": f"no connected client can answer {method}" + (
+                f" (none declared the {capability} capability with a request in flight or an open stream)"
+                if capability else " (no client has a request in flight or an open stream)")}})
+
+    def _remember(self, key: str, request: ServerRequest) -> None:
+        self._server_requests[key] = request
+        if len(self._server_requests) > MAX_OPEN_SERVER_REQUESTS:
+            del self._server_requests[next(iter(self._server_requests))]
+
+    def _newest(self, wanted: Callable[[Pending], bool]) -> Pending | None:
+        for pending in reversed(self._pending.values()):
+            if wanted(pending):
+                return pending
+        return None
+
+    def close(self) -> None:
+        """Stop forwarding: every waiting request fails with ServerUnavailable."""
+        self.closed = True
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(ServerUnavailable("server exited"))
+        self._pending.clear()
