@@ -224,6 +224,9 @@ class Gateway:
 
     async def _handle(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       request: h11.Request) -> Reply | None:
+        head_size = len(request.target) + sum(len(name) + len(value) + 4 for name, value in request.headers)
+        if head_size > MAX_HEADER_BYTES:   # h11 bounds only what it buffers while a head is incomplete
+            return _closing(Reply(431, b"request header fields too large\n"))
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in request.headers}
         denied = self._check_access(request.target, headers)
         length = headers.get("content-length", "0")

@@ -584,3 +584,83 @@ def test_the_official_sdk_in_either_mode_uses_every_kind_of_server_through_the_e
 
     tools, failed = asyncio.run(use())
     assert tool in tools and not failed
+
+
+def test_keep_alive_survives_early_refusals_and_hostile_bodies_get_clear_statuses(runners: Runners) -> None:
+    import http.client
+    import socket
+
+    runner = runners.start(fault_server("well_behaved"), env={"EP_TOKEN": "s3cret"},
+                           args=["--token-env", "EP_TOKEN"])
+    runner.wait_state("running")
+    conn = http.client.HTTPConnection("127.0.0.1", runner.port, timeout=WAIT_S)
+    body = json.dumps(rpc("initialize", 0, {"protocolVersion": "2025-06-18", "capabilities": {},
+                                            "clientInfo": {"name": "t", "version": "1"}}))
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    conn.request("POST", "/mcp", body=body, headers=headers)   # no token: refused before the body is read
+    refused = conn.getresponse()
+    refused.read()
+    assert (refused.status, refused.getheader("connection")) == (401, "close")
+    conn.request("POST", "/mcp", body=body, headers={**headers, "Authorization": "Bearer s3cret"})
+    assert conn.getresponse().status == 200   # http.client reconnected: no BrokenPipe on the next request
+    conn.close()
+
+    auth = {"Authorization": "Bearer s3cret", "Content-Type": "application/json"}
+    deep = httpx.post(runner.url, content=b"[" * 100_000 + b"]" * 100_000, headers=auth, timeout=WAIT_S)
+    assert (deep.status_code, deep.json()["error"]["code"]) == (400, -32700)
+    huge_headers = httpx.post(runner.url, json=rpc("ping"), timeout=WAIT_S,
+                              headers={**auth, "X-Pad": "x" * 100_000})
+    assert huge_headers.status_code == 431
+
+    # a client that sends half a request head and stops is cut off (slowloris), not kept forever
+    from mcp_reconcile import gateway
+
+    with socket.create_connection(("127.0.0.1", runner.port), timeout=WAIT_S) as slow:
+        slow.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        slow.settimeout(gateway.HEADER_TIMEOUT_S + WAIT_S)
+        started = time.monotonic()
+        assert slow.recv(1) == b""   # closed by the runner
+        assert time.monotonic() - started < gateway.HEADER_TIMEOUT_S + WAIT_S
+
+
+def test_the_session_stream_carries_notifications_tied_to_no_request(runners: Runners, tmp_path: Path) -> None:
+    script = tmp_path / "announces.py"
+    script.write_text(textwrap.dedent('''
+        import json, sys
+        def send(message):
+            sys.stdout.write(json.dumps(message) + "\\n")
+            sys.stdout.flush()
+        for line in sys.stdin:
+            message = json.loads(line)
+            if message.get("method") == "initialize":
+                send({"jsonrpc": "2.0", "id": message["id"], "result": {"protocolVersion": "2025-06-18",
+                      "capabilities": {"tools": {"listChanged": True}}, "serverInfo": {"name": "a", "version": "1"}}})
+            elif message.get("method") == "tools/call":
+                send({"jsonrpc": "2.0", "id": message["id"], "result": {"content": []}})
+                send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+            elif "id" in message and "method" in message:
+                send({"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32601, "message": "nope"}})
+    '''))
+    runner = runners.start([sys.executable, "-u", str(script)])
+    sessions = [initialize(runner).headers["mcp-session-id"] for _ in range(2)]
+
+    async def listen_then_trigger() -> list[list[dict[str, Any]]]:
+        async with httpx.AsyncClient(timeout=WAIT_S) as http:
+            async def listen(session: str, opened: asyncio.Event) -> list[dict[str, Any]]:
+                headers = {"Accept": "text/event-stream", "Mcp-Session-Id": session}
+                async with http.stream("GET", runner.url, headers=headers) as response:
+                    assert response.status_code == 200
+                    opened.set()
+                    async for line in response.aiter_lines():
+                        if line.startswith("data: "):
+                            return [json.loads(line[len("data: "):])]
+                return []
+            events = [asyncio.Event(), asyncio.Event()]
+            listeners = [asyncio.create_task(listen(s, e)) for s, e in zip(sessions, events, strict=True)]
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), WAIT_S)
+            await http.post(runner.url, json=rpc("tools/call", 1, {"name": "x", "arguments": {}}),
+                            headers={"Mcp-Session-Id": sessions[0], "Accept": "application/json"})
+            return list(await asyncio.wait_for(asyncio.gather(*listeners), WAIT_S))
+
+    heard = asyncio.run(listen_then_trigger())
+    assert heard == [[{"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}]] * 2
