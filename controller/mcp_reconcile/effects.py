@@ -69,6 +69,7 @@ class HostEffects:
         removed = await install.uninstall(name, self.state)
         self.ledger.forget(name)
         ports.release(self.state, name)
+        (self.state.root / "run" / f"{name}.sessions.jsonl").unlink(missing_ok=True)   # its clients' sessions
         return "removed" if removed else "nothing installed"
 
     async def start(self, spec: ServerSpec) -> str:

@@ -28,6 +28,7 @@ import h11
 
 from mcp_reconcile import eras
 from mcp_reconcile.serverlink import ServerLink, ServerUnavailable
+from mcp_reconcile.sessionbook import MAX_SESSIONS, SessionBook
 
 # JSON-RPC error codes used here.
 PARSE_ERROR = -32700
@@ -45,8 +46,6 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_HEADER_BYTES = 64 * 1024
 # Bytes read from a client socket at a time.
 READ_CHUNK = 64 * 1024
-# Sessions kept at most; the oldest is forgotten first (clients that never DELETE their session).
-MAX_SESSIONS = 10_000
 # A kept-alive connection with no new request for this long is closed (clients reconnect transparently).
 IDLE_TIMEOUT_S = 120.0
 # From a request's first byte to the end of its headers, and then to the end of its body: slow senders
@@ -147,7 +146,8 @@ class Gateway:
     def __init__(self, link: ServerLink, *, era: str, initialize_result: dict[str, Any] | None,
                  discover_result: dict[str, Any] | None = None, serves_modern: bool = False,
                  token: str | None = None,
-                 request_timeout_s: float = REQUEST_TIMEOUT_S, path: str = "/mcp") -> None:
+                 request_timeout_s: float = REQUEST_TIMEOUT_S, path: str = "/mcp",
+                 sessions: SessionBook | None = None) -> None:
         self.link = link
         self.era = era
         self.initialize_result = initialize_result
@@ -157,7 +157,9 @@ class Gateway:
         self.path = path.encode()
         self.port = 0
         self._token = token.encode() if token else None
-        self._sessions: dict[str, Session] = {}
+        self._book = sessions or SessionBook(None)
+        self._sessions: dict[str, Session] = {   # a client's session outlives the runner that opened it
+            sid: Session(info["capabilities"], info["version"]) for sid, info in self._book.load().items()}
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         link.cancel_on_timeout = era == "handshake"
@@ -377,9 +379,11 @@ class Gateway:
         else:
             result = eras.initialize_from_discover(self.discover_result, requested)
         session_id = os.urandom(16).hex()
-        self._sessions[session_id] = Session(eras.client_capabilities_of(message), result["protocolVersion"])
+        session = self._sessions[session_id] = Session(eras.client_capabilities_of(message),
+                                                       result["protocolVersion"])
         if len(self._sessions) > MAX_SESSIONS:
             self._forget(next(iter(self._sessions)))
+        self._book.opened(session_id, session.capabilities, session.protocol_version, live=self._live)
         return _json_reply(200, {"jsonrpc": "2.0", "id": message["id"], "result": result},
                            [("Mcp-Session-Id", session_id)])
 
@@ -559,3 +563,8 @@ class Gateway:
         session = self._sessions.pop(session_id)
         if session.stream is not None:
             session.stream.end()
+        self._book.ended(session_id, live=self._live)
+
+    def _live(self) -> dict[str, dict[str, Any]]:
+        return {sid: {"capabilities": s.capabilities, "version": s.protocol_version}
+                for sid, s in self._sessions.items()}

@@ -36,6 +36,7 @@ from mcp_reconcile import eras, proc
 from mcp_reconcile.gateway import REQUEST_TIMEOUT_S, Gateway
 from mcp_reconcile.scrub import StreamScrubber
 from mcp_reconcile.serverlink import ServerLink, ServerUnavailable
+from mcp_reconcile.sessionbook import SessionBook
 from mcp_reconcile.store import RunRecord, StateDir
 
 # How long the server gets from spawn to an answered server/discover or initialize (npx cold starts).
@@ -221,7 +222,8 @@ class Runner:
             return await self._finish(server, era)
         gateway = Gateway(link, era=era.name, initialize_result=era.initialize_result,
                           discover_result=era.discover_result, serves_modern=era.serves_modern, token=token,
-                          request_timeout_s=self.args.request_timeout, path=self.args.path)
+                          request_timeout_s=self.args.request_timeout, path=self.args.path,
+                          sessions=SessionBook(self.state.root / "run" / f"{self.args.name}.sessions.jsonl"))
         try:
             port = await gateway.start(self.args.port)
         except OSError as exc:

@@ -106,3 +106,36 @@ def test_removing_a_server_frees_its_port_for_others(local) -> None:
     local.cli("apply")
     assert time.monotonic() < deadline
     assert yaml.safe_load((local.state_dir / "ports.json").read_text()) == {}
+
+
+def test_a_clients_session_stays_valid_across_restarts_of_its_server(real) -> None:
+    import httpx
+
+    real.start_controller()
+    rows = real.wait_ready(*BUNDLED)
+    url = rows["everything"]["endpoint"]
+    accept = {"Accept": "application/json, text/event-stream"}
+    opened = httpx.post(url, headers=accept, timeout=30, json={
+        "jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+    session = {**accept, "Mcp-Session-Id": opened.headers["mcp-session-id"]}
+
+    def list_tools() -> httpx.Response:
+        return httpx.post(url, headers=session, timeout=30, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+
+    assert list_tools().status_code == 200
+    pid = rows["everything"]["server_pid"]
+    os.kill(pid, signal.SIGKILL)
+    real.wait_until(real.rows, lambda r: real.probed_ready(r, "everything", not_pid=pid),
+                    what="everything restarted after kill -9 of its server")
+    after_crash = list_tools()
+    assert after_crash.status_code == 200, after_crash.text
+    assert "echo" in {t["name"] for t in after_crash.json()["result"]["tools"]}
+
+    pid = real.rows()["everything"]["server_pid"]
+    edited = real.read_manifest("everything")
+    edited["spec"].setdefault("env", {})["EXTRA"] = "1"
+    real.write_text("everything.yaml", yaml.safe_dump(edited, sort_keys=False))
+    real.wait_until(real.rows, lambda r: real.probed_ready(r, "everything", not_pid=pid),
+                    what="everything restarted for its env edit")
+    assert list_tools().status_code == 200
