@@ -561,7 +561,7 @@ def test_kill_9_of_the_runner_takes_the_server_down_with_it(
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("server", ["everything", "time", "stateless_ok"])
+@pytest.mark.parametrize("server", ["everything", "time", "stateless_ok", "stateless_only"])
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 def test_the_official_sdk_in_either_mode_uses_every_kind_of_server_through_the_endpoint(
         runners: Runners, request: pytest.FixtureRequest, server: str, mode: str) -> None:
@@ -569,10 +569,12 @@ def test_the_official_sdk_in_either_mode_uses_every_kind_of_server_through_the_e
 
     command = {"everything": lambda: request.getfixturevalue("everything_command"),
                "time": lambda: request.getfixturevalue("time_command"),
-               "stateless_ok": lambda: fault_server("stateless_ok")}[server]()
+               "stateless_ok": lambda: fault_server("stateless_ok"),
+               "stateless_only": lambda: fault_server("stateless_only")}[server]()
     tool, arguments = {"everything": ("echo", {"message": "hi"}),
                        "time": ("get_current_time", {"timezone": "Etc/UTC"}),
-                       "stateless_ok": ("echo", {"message": "hi"})}[server]
+                       "stateless_ok": ("echo", {"message": "hi"}),
+                       "stateless_only": ("add", {"a": 1, "b": 2})}[server]
     runner = runners.start(command)
     runner.wait_state("running")
 
