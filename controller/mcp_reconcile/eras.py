@@ -12,6 +12,8 @@ Stdlib only: the runner imports this.
 
 from __future__ import annotations
 
+import base64
+from dataclasses import dataclass
 from typing import Any
 
 MODERN_PROTOCOL_VERSION = "2026-07-28"
@@ -106,3 +108,67 @@ def client_capabilities_of(message: dict[str, Any]) -> dict[str, Any]:
         meta = params.get("_meta") if isinstance(params.get("_meta"), dict) else {}
         caps = meta.get(CLIENT_CAPABILITIES_KEY)
     return caps if isinstance(caps, dict) else {}
+
+
+# --- the 2026-07-28 HTTP rules ----------------------------------------------------------------------------
+INVALID_PARAMS = -32602
+METHOD_NOT_FOUND = -32601
+HEADER_MISMATCH = -32020
+UNSUPPORTED_VERSION = -32022
+# Methods 2026-07-28 removed: a modern client asking for one gets 404 and -32601, as from a modern server.
+REMOVED_METHODS = frozenset({"initialize", "ping", "logging/setLevel", "resources/subscribe",
+                             "resources/unsubscribe"})
+# Method -> the params key mirrored in the Mcp-Name header.
+NAME_BEARING_METHODS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a 2026-07-28 request is refused before it reaches the server: HTTP status and JSON-RPC error."""
+
+    status: int
+    code: int
+    message: str
+    data: Any = None
+
+
+def _header_value(raw: str | None) -> str | None:
+    """A mirrored header's value; `=?base64?...?=` carries values that are not plain visible ASCII."""
+    if raw is None or not (raw.startswith("=?base64?") and raw.endswith("?=")):
+        return raw
+    try:
+        return base64.b64decode(raw[len("=?base64?"):-2], validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def modern_refusal(message: dict[str, Any], headers: dict[str, str]) -> Refusal | None:
+    """The 2026-07-28 checks a request must pass on HTTP, in the order its servers apply them: the `_meta`
+    envelope (400, -32602), the headers that mirror the body (400, -32020), the version (400, -32022), and no
+    removed method (404, -32601)."""
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    if not isinstance(meta, dict):
+        return Refusal(400, INVALID_PARAMS, "params._meta must be an object carrying "
+                       f"{PROTOCOL_VERSION_KEY!r} and {CLIENT_CAPABILITIES_KEY!r}")
+    missing = [key for key in (PROTOCOL_VERSION_KEY, CLIENT_CAPABILITIES_KEY) if key not in meta]
+    if missing:
+        return Refusal(400, INVALID_PARAMS, f"params._meta is missing {', '.join(missing)}")
+    version = meta[PROTOCOL_VERSION_KEY]
+    if headers.get("mcp-protocol-version") != version:
+        return Refusal(400, HEADER_MISMATCH, "MCP-Protocol-Version header does not match _meta's protocol version")
+    method = message.get("method")
+    if headers.get("mcp-method") != method:
+        return Refusal(400, HEADER_MISMATCH, "Mcp-Method header does not match the request's method")
+    name_key = NAME_BEARING_METHODS.get(str(method))
+    if name_key is not None and isinstance(params, dict) and params.get(name_key) is not None \
+            and _header_value(headers.get("mcp-name")) != params[name_key]:
+        return Refusal(400, HEADER_MISMATCH, f"Mcp-Name header does not match the request's {name_key!r}")
+    if not isinstance(version, str):
+        return Refusal(400, INVALID_PARAMS, "the protocol version in _meta must be a string")
+    if version != MODERN_PROTOCOL_VERSION:
+        return Refusal(400, UNSUPPORTED_VERSION, "Unsupported protocol version",
+                       {"supported": [MODERN_PROTOCOL_VERSION], "requested": version})
+    if method in REMOVED_METHODS:
+        return Refusal(404, METHOD_NOT_FOUND, f"Method not found: {method} was removed in {MODERN_PROTOCOL_VERSION}")
+    return None

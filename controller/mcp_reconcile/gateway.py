@@ -335,7 +335,7 @@ class Gateway:
         wants_stream = "text/event-stream" in headers.get("accept", "")
         version_header = headers.get("mcp-protocol-version")
         session_id = headers.get("mcp-session-id")
-        if message.get("method") == "initialize":
+        if message.get("method") == "initialize" and version_header != eras.MODERN_PROTOCOL_VERSION:
             return Call(message, None, None, modern=False, wants_stream=wants_stream)
         if session_id is not None:
             session = self._sessions.get(session_id)
@@ -345,18 +345,12 @@ class Gateway:
                 return _error_reply(400, message.get("id"), INVALID_REQUEST,
                                     f"Bad Request: unsupported MCP-Protocol-Version {version_header!r}")
             return Call(message, session_id, session, modern=False, wants_stream=wants_stream)
-        version = eras.modern_version_of(message)
-        if version is not None:
-            if version_header is not None and version_header != version:
-                return _error_reply(400, message.get("id"), HEADER_MISMATCH,
-                                    f"MCP-Protocol-Version header {version_header!r} contradicts _meta {version!r}")
-            method_header = headers.get("mcp-method")
-            if method_header is not None and method_header != message.get("method"):
-                return _error_reply(400, message.get("id"), HEADER_MISMATCH,
-                                    f"Mcp-Method header {method_header!r} contradicts the body")
-            if version != eras.MODERN_PROTOCOL_VERSION:
-                return _error_reply(400, message.get("id"), UNSUPPORTED_VERSION, "Unsupported protocol version",
-                                    data={"supported": [eras.MODERN_PROTOCOL_VERSION], "requested": version})
+        if version_header == eras.MODERN_PROTOCOL_VERSION or eras.modern_version_of(message) is not None:
+            if isinstance(message.get("method"), str) and "id" in message:
+                refusal = eras.modern_refusal(message, headers)
+                if refusal is not None:
+                    return _error_reply(refusal.status, message.get("id"), refusal.code, refusal.message,
+                                        data=refusal.data)
             return Call(message, None, None, modern=True, wants_stream=wants_stream)
         if version_header is not None and version_header not in (*eras.HANDSHAKE_PROTOCOL_VERSIONS,
                                                                  eras.MODERN_PROTOCOL_VERSION):
@@ -493,8 +487,11 @@ class Gateway:
             elif method == "resources/unsubscribe" and call.session is not None:
                 call.session.subscriptions.discard(str((call.message.get("params") or {}).get("uri")))
         status = 200
-        if call.modern and (response.get("error") or {}).get("code") in (HEADER_MISMATCH, UNSUPPORTED_VERSION):
+        code = (response.get("error") or {}).get("code")
+        if call.modern and code in (HEADER_MISMATCH, UNSUPPORTED_VERSION):
             status = 400   # 2026-07-28 HTTP rules, when the server itself refused the envelope
+        elif call.modern and code == eras.METHOD_NOT_FOUND:
+            status = 404
         return _json_reply(status, response)
 
     # GET: the session's stream ----------------------------------------------------------------------------

@@ -66,8 +66,10 @@ class HttpConnection:
         self._h11: h11.Connection | None = None
 
     async def request(self, method: str, headers: dict[str, str], body: bytes, timeout_s: float) -> Response:
+        # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands as the exchange ends
         try:
-            return await asyncio.wait_for(self._exchange(method, headers, body), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await self._exchange(method, headers, body)
         except BaseException:
             self.close()
             raise
@@ -186,9 +188,10 @@ class LeanProbe:
         try:
             await self._call("server/discover", {"_meta": _META}, timeout_s)
         except ProbeFailed as exc:
-            # a handshake-era runner forwards it and the server says -32601 (200), or wants a session (400);
-            # anything else (503 while the server restarts, 504) is a failed probe, era still unknown
-            if exc.status not in (200, 400):
+            # a handshake-only server says -32601 (404 by the 2026-07-28 HTTP rules; 200 from older runners),
+            # or a runner wants a session (400); anything else (503 while the server restarts, 504) is a
+            # failed probe, era still unknown
+            if exc.status not in (200, 400, 404):
                 raise
             self.era = HANDSHAKE
             return False

@@ -86,3 +86,24 @@ def test_mcp_server_time_scores_through_the_endpoint_what_it_scores_natively(tmp
             runner_endpoint([str(python), "-m", "mcp_server_time"], tmp_path) as url:
         native, through, why = _compare(server.url, url)
     assert native - through == set(), why
+
+
+def test_mcp_server_time_passes_every_2026_07_28_check_through_the_endpoint_that_it_passes_natively(
+        tmp_path: Path) -> None:
+    """The 0.2.0 alpha suite's 2026-07-28 requirement set, compared check by check."""
+    suite = conformance.ensure_suite(conformance.ALPHA_VERSION)
+    python = conformance.ensure_time()
+
+    def checks(url: str) -> dict[str, str]:
+        run = conformance.run_conformance(url, timeout_s=RUN_TIMEOUT_S, suite=suite, requirements="2026-07-28")
+        return {f"{name}/{check}": status for name, result in run.scenarios.items()
+                for check, status in result.check_status().items()}
+
+    with conformance.time_http() as server, \
+            runner_endpoint([str(python), "-m", "mcp_server_time"], tmp_path) as url:
+        native, through = checks(server.url), checks(url)
+    passing = {c for c, status in native.items() if status == "SUCCESS"}
+    lost = sorted(c for c in passing if through.get(c) != "SUCCESS")
+    print(f"\n2026-07-28 checks passed: native {len(passing)}, through the endpoint "
+          f"{sum(s == 'SUCCESS' for s in through.values())}; lost: {lost}")
+    assert lost == []

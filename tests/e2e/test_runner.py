@@ -147,6 +147,11 @@ def initialize(runner: Runner, version: str = "2025-06-18", **kwargs: Any) -> ht
         **kwargs)
 
 
+def modern(method: str, version: str = "2026-07-28") -> dict[str, str]:
+    """The headers a 2026-07-28 client sends with a request (they mirror the body)."""
+    return {"MCP-Protocol-Version": version, "Mcp-Method": method}
+
+
 def rpc(method: str, request_id: Any = 1, params: dict[str, Any] | None = None) -> dict[str, Any]:
     message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
     if params is not None:
@@ -212,13 +217,13 @@ def test_a_stateless_server_serves_both_eras_without_sessions_for_modern_clients
     runner = runners.start(fault_server("stateless_ok"))
     record = runner.wait_state("running")
     assert (record["era"], record["protocol_version"]) == ("stateless", "2026-07-28")
-    answer = post(runner, rpc("tools/list", 7, {"_meta": DISCOVER_META}))
+    answer = post(runner, rpc("tools/list", 7, {"_meta": DISCOVER_META}), headers=modern("tools/list"))
     assert answer.status_code == 200
     assert "mcp-session-id" not in answer.headers
     assert answer.json()["id"] == 7
     assert [tool["name"] for tool in answer.json()["result"]["tools"]] == ["echo"]
-    ping = post(runner, rpc("ping", 8, {"_meta": DISCOVER_META}))  # removed in 2026-07-28: the server says so
-    assert (ping.status_code, ping.json()["id"], ping.json()["error"]["code"]) == (200, 8, -32601)
+    ping = post(runner, rpc("ping", 8, {"_meta": DISCOVER_META}), headers=modern("ping"))  # removed in 2026-07-28
+    assert (ping.status_code, ping.json()["id"], ping.json()["error"]["code"]) == (404, 8, -32601)
 
     # a handshake-era client is served by translation: its own session, its ping goes to the server
     legacy = initialize(runner, "2025-06-18")
@@ -235,12 +240,16 @@ def test_a_stateless_server_serves_both_eras_without_sessions_for_modern_clients
 def test_http_rules_of_each_era_are_kept(runners: Runners) -> None:
     runner = runners.start(fault_server("stateless_ok"))
     runner.wait_state("running")
-    mismatch = post(runner, rpc("tools/list", 1, {"_meta": DISCOVER_META}),
-                    headers={"MCP-Protocol-Version": "2025-06-18"})
+    mismatch = post(runner, rpc("tools/list", 1, {"_meta": DISCOVER_META}), headers=modern("tools/list", "2025-06-18"))
     assert (mismatch.status_code, mismatch.json()["error"]["code"]) == (400, -32020)
     other = post(runner, rpc("tools/list", 2, {"_meta": {**DISCOVER_META,
-                                                        "io.modelcontextprotocol/protocolVersion": "2099-01-01"}}))
+                                                        "io.modelcontextprotocol/protocolVersion": "2099-01-01"}}),
+                 headers=modern("tools/list", "2099-01-01"))
     assert (other.status_code, other.json()["error"]["code"]) == (400, -32022)
+    no_meta = post(runner, rpc("tools/list", 4, {}), headers=modern("tools/list"))
+    assert (no_meta.status_code, no_meta.json()["error"]["code"]) == (400, -32602)
+    wrong_method = post(runner, rpc("tools/list", 5, {"_meta": DISCOVER_META}), headers=modern("tools/call"))
+    assert (wrong_method.status_code, wrong_method.json()["error"]["code"]) == (400, -32020)
     session = initialize(runner).headers["mcp-session-id"]
     bogus = post(runner, rpc("tools/list", 3), session=session, headers={"MCP-Protocol-Version": "bogus"})
     assert bogus.status_code == 400
