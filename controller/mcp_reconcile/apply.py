@@ -26,6 +26,7 @@ class Effects(Protocol):
     async def install(self, spec: ServerSpec) -> str: ...   # returns a short detail ("installed 1.2.3")
     async def uninstall(self, name: str) -> str: ...
     async def start(self, spec: ServerSpec) -> str: ...
+    async def replace(self, spec: ServerSpec) -> str | None: ...   # swap in place; None: stop + start instead
     async def stop(self, name: str) -> str: ...
     async def test(self, spec: ServerSpec) -> str: ...
 
@@ -140,5 +141,9 @@ def _dispatch(action: Action, spec: ServerSpec | None, effects: Effects) -> Awai
 
 
 async def _restart(spec: ServerSpec, effects: Effects) -> str:
+    """Make-before-break when the runner can swap generations; else stop, then start."""
+    swapped = await effects.replace(spec)
+    if swapped is not None:
+        return swapped
     await effects.stop(spec.name)
     return await effects.start(spec)

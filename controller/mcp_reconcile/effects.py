@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from mcp_reconcile import install, ports, proc
+from mcp_reconcile import handover, install, ports, proc
 from mcp_reconcile.errors import PermanentError, TransientError
 from mcp_reconcile.events import REDACTOR, get_logger
 from mcp_reconcile.ledger import Ledger
@@ -99,14 +99,7 @@ class HostEffects:
         finally:
             os.close(ready_w)
         self.children[spec.name] = child
-        self.ledger.update(spec.name, file=spec.origin.file, generation=spec.generation,
-                           runtime_generation=spec.runtime_generation,
-                           runtime_digests={k: v for k, v in spec.digests.items()
-                                            if any(k == f or k.startswith(f + ".") for f in RUNTIME_FIELDS)},
-                           stop_timeout_s=spec.stop_timeout_s, tested_generation=None, test_passed=None,
-                           healthy=None, consecutive_probe_failures=0, stopped=False, last_exit=None,
-                           failed_reason=None)
-        self.ledger.save()  # status must not show the old process's health for the new one
+        self._note_generation(spec)
         try:
             run = await self.wait_until_serving(spec.name, child, ready_r, timeout_s=timeout + RUNNER_STOP_SLACK_S)
         except TransientError:
@@ -121,6 +114,54 @@ class HostEffects:
             self._remove_dead_run(spec.name)
             raise
         return f"serving at {run.get('endpoint')} ({run.get('era')} era, pid {run.get('server_pid')})"
+
+    def _note_generation(self, spec: ServerSpec) -> None:
+        """The ledger now follows `spec`'s generation (a start, or a swap in place)."""
+        self.ledger.update(spec.name, file=spec.origin.file, generation=spec.generation,
+                           runtime_generation=spec.runtime_generation,
+                           runtime_digests={k: v for k, v in spec.digests.items()
+                                            if any(k == f or k.startswith(f + ".") for f in RUNTIME_FIELDS)},
+                           stop_timeout_s=spec.stop_timeout_s, tested_generation=None, test_passed=None,
+                           healthy=None, consecutive_probe_failures=0, stopped=False, last_exit=None,
+                           failed_reason=None)
+        self.ledger.save()  # status must not show the old process's health for the new one
+
+    async def replace(self, spec: ServerSpec) -> str | None:
+        """Make-before-break: the live runner starts the new generation beside the old one and switches to it
+        once it answers (handover.py), so the endpoint never closes. None when that cannot be done here (no
+        live runner that can swap, or the endpoint itself changes: port, path, token): stop and start then.
+        A new generation that fails to start is a TransientError, and the old one keeps serving."""
+        run = self.state.read_run(spec.name)
+        if not run or run.get("state") != "running" or not run.get("swappable") or not runner_liveness(run).alive:
+            return None
+        port = spec.port or ports.read_ports(self.state).get(spec.name)
+        if run.get("token_env") != spec.token_env or run.get("endpoint") != ports.endpoint_url(port or 0, spec.path):
+            return None
+        record = self.state.read_install(spec.name)
+        if not record:
+            return None
+        launch = install.launch_spec(spec, record, self.inherited_env())
+        timeout = float(spec.tests.raw.get("startupTimeoutSeconds", DEFAULT_STARTUP_TIMEOUT_S))
+        request = {"op": "replace", "state_dir": str(self.state.root), "name": spec.name,
+                   "generation": spec.runtime_generation, "argv": list(launch.argv), "env": dict(launch.env),
+                   "cwd": launch.cwd, "secret_env": sorted(spec.secret_keys), "token_env": spec.token_env,
+                   "stop_timeout": spec.stop_timeout_s, "startup_timeout": timeout}
+        try:
+            answer = await handover.ask_runner(handover.control_address(str(self.state.root), spec.name), request,
+                                               timeout_s=timeout + RUNNER_STOP_SLACK_S)
+        except TimeoutError:
+            raise TransientError(spec.name, "restart", f"the runner did not swap generations within "
+                                 f"{timeout + RUNNER_STOP_SLACK_S:g}s; the old one keeps serving") from None
+        except OSError as exc:
+            log.warning("runner.swap_unavailable", server=spec.name, error=str(exc), fallback="stop and start")
+            return None
+        if answer is None:
+            return None
+        if not answer.get("ok"):
+            raise TransientError(spec.name, "restart", REDACTOR.scrub(str(answer.get("error"))))
+        self._note_generation(spec)
+        return (f"swapped in place at {answer.get('endpoint')} ({answer.get('era')} era, pid "
+                f"{answer.get('server_pid')}); the old generation finishes its requests, then stops")
 
     def _port_for(self, spec: ServerSpec) -> int:
         """The server's stable port, checked free before a runner is spawned for it."""

@@ -162,9 +162,32 @@ class Gateway:
             sid: Session(info["capabilities"], info["version"]) for sid, info in self._book.load().items()}
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
-        link.cancel_on_timeout = era == "handshake"
+        self._retiring: list[ServerLink] = []   # earlier generations finishing what they have in flight
+        self._hook(link)
+
+    def _hook(self, link: ServerLink) -> None:
+        link.cancel_on_timeout = self.era == "handshake"
         link.on_unrouted = self._fan_out
         link.on_server_request = self._to_a_stream
+
+    def swap(self, link: ServerLink, *, era: str, initialize_result: dict[str, Any] | None,
+             discover_result: dict[str, Any] | None, serves_modern: bool, token: str | None) -> None:
+        """Send new requests to `link` (a new generation of the server); requests in flight on the old one
+        finish there. Sessions, streams and connections are the gateway's and stay as they are."""
+        self._retiring.append(self.link)
+        self.link, self.era, self.initialize_result = link, era, initialize_result
+        self.discover_result, self.serves_modern = discover_result or {}, serves_modern
+        self._token = token.encode() if token else None
+        self._hook(link)
+
+    def retired(self, link: ServerLink) -> None:
+        """The old generation behind `link` is stopped: forget it."""
+        if link in self._retiring:
+            self._retiring.remove(link)
+
+    def announce(self, method: str) -> None:
+        """A notification of the gateway's own (list_changed after a swap) to every session's stream."""
+        self._fan_out({"jsonrpc": "2.0", "method": method})
 
     async def start(self, port: int = 0) -> int:
         """Listen on 127.0.0.1:`port` (0: any free port) and return the port."""
@@ -391,15 +414,20 @@ class Gateway:
             message = eras.with_envelope(message, call.session.capabilities if call.session else {})
         try:
             await self.link.notify(message, scope=call.session_id)
+            if method == "notifications/cancelled":   # the request it names may be on an older generation
+                for link in self._retiring:
+                    with contextlib.suppress(ServerUnavailable):
+                        await link.notify(message, scope=call.session_id)
         except ServerUnavailable:
             return Reply(503, b"", [("Retry-After", "1")])
         return Reply(202)
 
     async def _answer_server(self, message: dict[str, Any], session_id: str | None) -> bool:
-        try:
-            return await self.link.answer_server(message, scope=session_id)
-        except ServerUnavailable:
-            return False
+        for link in (self.link, *self._retiring):   # the request may come from an older generation
+            with contextlib.suppress(ServerUnavailable):
+                if await link.answer_server(message, scope=session_id):
+                    return True
+        return False
 
     async def _request(self, conn: h11.Connection, writer: asyncio.StreamWriter, call: Call,
                        method: str) -> Reply | None:

@@ -34,6 +34,7 @@ from typing import Any
 
 from mcp_reconcile import eras, proc
 from mcp_reconcile.gateway import REQUEST_TIMEOUT_S, Gateway
+from mcp_reconcile.handover import control_address, serve_control
 from mcp_reconcile.scrub import StreamScrubber
 from mcp_reconcile.serverlink import ServerLink, ServerUnavailable
 from mcp_reconcile.sessionbook import SessionBook
@@ -50,6 +51,14 @@ EXIT_STARTUP_FAILED = 125    # the server answered the handshake with an error, 
 EXIT_SPAWN_FAILED = 127      # the command could not be executed (not found, not executable)
 EXIT_RUNNER_BUG = 70         # EX_SOFTWARE: the runner itself failed; the server was still stopped
 EXIT_DUPLICATE = 75          # EX_TEMPFAIL: another live runner serves this server; nothing was started
+# How long an old generation may finish the requests it has in flight after a swap before it is stopped anyway.
+DRAIN_TIMEOUT_S = 30.0
+# Bound on each list request that decides whether a swap changed what clients see (list_changed).
+LIST_TIMEOUT_S = 5.0
+# What a swap compares between generations, and the notification each difference sends.
+LISTS = (("tools/list", "tools", "notifications/tools/list_changed"),
+         ("prompts/list", "prompts", "notifications/prompts/list_changed"),
+         ("resources/list", "resources", "notifications/resources/list_changed"))
 
 HANDSHAKE_PROTOCOL_VERSION = "2025-11-25"   # what the runner asks for in its one initialize
 DISCOVER_META = {eras.PROTOCOL_VERSION_KEY: eras.MODERN_PROTOCOL_VERSION, eras.CLIENT_CAPABILITIES_KEY: {}}
@@ -74,6 +83,17 @@ class Era:
     initialize_result: dict[str, Any] | None   # handshake era: answered to every handshake client
     discover_result: dict[str, Any] | None = None   # stateless era: what handshake clients are told
     serves_modern: bool = False                # handshake era, and the server knows server/discover too
+
+
+@dataclass
+class Generation:
+    """One server process behind the endpoint: what serves now, or an older one finishing its requests."""
+
+    server: proc.ServerProcess
+    link: ServerLink
+    reader: asyncio.Task[None]
+    generation: str
+    stop_timeout_s: float
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -164,6 +184,13 @@ class Runner:
             "runner_cmdline": proc.own_cmdline(), "server_pid": None, "server_pgid": None,
             "endpoint": None, "port": None, "era": None, "protocol_version": None,
             "generation": args.generation, "started_at": time.time(), "state": "starting", "exit": None}
+        self.current: Generation
+        self.gateway: Gateway
+        self._swapped = asyncio.Event()
+        self._replace_lock = asyncio.Lock()
+        self._retiring: list[Generation] = []
+        self._retire_tasks: set[asyncio.Task[None]] = set()
+        self._known_secrets: list[str] = []
 
     def _write(self, **changes: Any) -> None:
         self.record.update(changes)  # type: ignore[typeddict-item]
@@ -194,7 +221,8 @@ class Runner:
         env = dict(os.environ)
         token = env.pop(self.args.token_env, None) if self.args.token_env else None
         secrets = [value for name in self.args.secret_env if (value := os.environ.get(name))]
-        _secrets = StreamScrubber([*secrets, *([token] if token else [])])
+        self._known_secrets = [*secrets, *([token] if token else [])]
+        _secrets = StreamScrubber(self._known_secrets)
         try:
             server = await proc.spawn_server(
                 self.args.command, env, None, self.state.log_path(self.args.name),
@@ -204,39 +232,148 @@ class Runner:
             self._write(state="exited", exit={"code": EXIT_SPAWN_FAILED, "signal": None, "at": time.time()})
             return EXIT_SPAWN_FAILED
         self._write(server_pid=server.pid, server_pgid=server.pgid)
-        assert server.process.stdin is not None and server.process.stdout is not None
-        link = ServerLink(server.process.stdin, server.process.stdout, log=_say)
-        reader = asyncio.create_task(link.read_loop(), name="server-stdout")
+        self.current = self._generation(server, self.args.generation, self.args.stop_timeout)
         try:
-            return await self._serve(server, link, token)
+            return await self._serve(token)
         except Exception:  # still stop the server and record its exit: never leave it unrecorded
             traceback.print_exc()
-            return await self._finish(server, EXIT_RUNNER_BUG)
+            return await self._finish(self.current.server, EXIT_RUNNER_BUG)
         finally:
-            link.close()
-            reader.cancel()
+            for generation in (self.current, *self._retiring):
+                generation.link.close()
+                generation.reader.cancel()
 
-    async def _serve(self, server: proc.ServerProcess, link: ServerLink, token: str | None) -> int:
+    @staticmethod
+    def _generation(server: proc.ServerProcess, generation: str, stop_timeout_s: float) -> Generation:
+        assert server.process.stdin is not None and server.process.stdout is not None
+        link = ServerLink(server.process.stdin, server.process.stdout, log=_say)
+        reader = asyncio.create_task(link.read_loop(), name=f"server-stdout-{server.pid}")
+        return Generation(server, link, reader, generation, stop_timeout_s)
+
+    async def _serve(self, token: str | None) -> int:
+        server, link = self.current.server, self.current.link
         era = await self._start(server, link)
         if not isinstance(era, Era):
             return await self._finish(server, era)
-        gateway = Gateway(link, era=era.name, initialize_result=era.initialize_result,
-                          discover_result=era.discover_result, serves_modern=era.serves_modern, token=token,
-                          request_timeout_s=self.args.request_timeout, path=self.args.path,
-                          sessions=SessionBook(self.state.root / "run" / f"{self.args.name}.sessions.jsonl"))
+        self.gateway = gateway = Gateway(
+            link, era=era.name, initialize_result=era.initialize_result, discover_result=era.discover_result,
+            serves_modern=era.serves_modern, token=token, request_timeout_s=self.args.request_timeout,
+            path=self.args.path, sessions=SessionBook(self.state.root / "run" / f"{self.args.name}.sessions.jsonl"))
         try:
             port = await gateway.start(self.args.port)
         except OSError as exc:
             _say(f"cannot listen on 127.0.0.1:{self.args.port}: {exc.strerror or exc}")
             return await self._finish(server, EXIT_STARTUP_FAILED)
+        control = await self._open_control()
         endpoint = f"http://127.0.0.1:{port}{self.args.path}"
-        self._write(state="running", endpoint=endpoint, port=port, era=era.name,
-                    protocol_version=era.protocol_version)
+        self._write(state="running", endpoint=endpoint, port=port, era=era.name, token_env=self.args.token_env,
+                    protocol_version=era.protocol_version, swappable=control is not None)
         self._signal_ready()
         _say(f"serving {endpoint} ({era.name} era, {era.protocol_version}), server pid {server.pid}")
-        await _first_of(server.exited, self.stop_requested.wait())
+        while True:   # until a stop, or an exit of the generation serving now (a swap changes which that is)
+            self._swapped.clear()
+            await _first_of(self.current.server.exited, self.stop_requested.wait(), self._swapped.wait())
+            if self.stop_requested.is_set() or self.current.server.returncode is not None:
+                break
         gateway.close()
-        return await self._finish(server, None)
+        if control is not None:
+            control.close()
+        for task in list(self._retire_tasks):
+            task.cancel()
+        for old in list(self._retiring):
+            await proc.stop_server(old.server, stop_timeout_s=old.stop_timeout_s)
+        return await self._finish(self.current.server, None)
+
+    async def _open_control(self) -> asyncio.AbstractServer | None:
+        """The control socket the controller swaps generations through; without it, restarts stop and start."""
+        try:
+            return await serve_control(control_address(str(self.state.root), self.args.name),
+                                       state_root=str(self.state.root), name=self.args.name, handler=self._replace)
+        except OSError as exc:
+            _say(f"no control socket ({exc.strerror or exc}): restarts will stop and start this runner")
+            return None
+
+    async def _replace(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Make-before-break: start the new generation beside the serving one, and once it answers, send new
+        requests to it; the old one finishes what it has in flight and is then stopped (_retire)."""
+        async with self._replace_lock:
+            if self.stop_requested.is_set() or self.current.server.returncode is not None:
+                return {"ok": False, "error": "the runner is stopping"}
+            started = await self._start_generation(request)
+            if isinstance(started, str):
+                return {"ok": False, "error": f"{started}; the running generation keeps serving"}
+            new, era, token = started
+            old = self.current
+            before = await _lists(old.link, self.gateway.era)
+            self.gateway.swap(new.link, era=era.name, initialize_result=era.initialize_result,
+                              discover_result=era.discover_result, serves_modern=era.serves_modern, token=token)
+            self.current = new
+            self._write(server_pid=new.server.pid, server_pgid=new.server.pgid, generation=new.generation,
+                        era=era.name, protocol_version=era.protocol_version, started_at=time.time())
+            self._swapped.set()
+            self._retiring.append(old)
+            task = asyncio.create_task(self._retire(old, before))
+            self._retire_tasks.add(task)
+            task.add_done_callback(self._retire_tasks.discard)
+            _say(f"generation {new.generation} serves (server pid {new.server.pid}, {era.name} era); "
+                 f"{old.generation} (pid {old.server.pid}) finishes its requests")
+            return {"ok": True, "server_pid": new.server.pid, "era": era.name,
+                    "endpoint": self.record.get("endpoint")}
+
+    async def _start_generation(self, request: dict[str, Any]) -> tuple[Generation, Era, str | None] | str:
+        """Spawn and handshake the requested generation; or why it could not start (it is stopped again)."""
+        global _secrets
+        env = {str(k): str(v) for k, v in (request.get("env") or {}).items()}
+        token_env = request.get("token_env")
+        token = env.pop(token_env, None) if token_env else None
+        secrets = [value for name in request.get("secret_env") or () if (value := env.get(name))]
+        self._known_secrets += [*secrets, *([token] if token else [])]   # old generations may still print theirs
+        _secrets = StreamScrubber(self._known_secrets)
+        argv = [str(a) for a in request.get("argv") or ()]
+        if not argv:
+            return "the request names no command"
+        try:
+            server = await proc.spawn_server(argv, env, request.get("cwd"), self.state.log_path(self.args.name),
+                                             log_max_bytes=self.args.log_max_bytes,
+                                             log_backups=self.args.log_backups, secrets=secrets)
+        except OSError as exc:
+            return f"cannot start {argv[0]!r}: {exc.strerror or exc}"
+        new = self._generation(server, str(request.get("generation")),
+                               float(request.get("stop_timeout") or self.args.stop_timeout))
+        timeout_s = float(request.get("startup_timeout") or self.args.startup_timeout)
+        era_task = asyncio.create_task(fix_era(new.link, timeout_s=timeout_s))
+        await _first_of(era_task, server.exited, self.stop_requested.wait())
+        if era_task.done() and era_task.exception() is None:
+            return new, era_task.result(), token
+        era_task.cancel()
+        failure = era_task.exception() if era_task.done() and not era_task.cancelled() else None
+        why = (f"it did not answer initialize / server/discover within {timeout_s:g} s"
+               if isinstance(failure, TimeoutError) else str(failure) if failure is not None
+               else "the runner is stopping" if self.stop_requested.is_set() else "it exited during startup")
+        await proc.stop_server(server, stop_timeout_s=new.stop_timeout_s)
+        new.link.close()
+        new.reader.cancel()
+        _say(f"generation {new.generation} did not start: {why}")
+        return f"the new generation did not start: {why}"
+
+    async def _retire(self, old: Generation, before: dict[str, Any]) -> None:
+        """Let the old generation finish its requests (bounded), tell clients what changed, then stop it."""
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                    await old.link.drained()
+            after = await _lists(self.current.link, self.gateway.era)
+            for _method, key, notification in LISTS:
+                if key in before and key in after and before[key] != after[key]:
+                    self.gateway.announce(notification)
+            returncode = await proc.stop_server(old.server, stop_timeout_s=old.stop_timeout_s)
+            _say(f"generation {old.generation} (pid {old.server.pid}) stopped: exit status {returncode}")
+        finally:
+            old.link.close()
+            old.reader.cancel()
+            self.gateway.retired(old.link)
+            if old in self._retiring:
+                self._retiring.remove(old)
 
     async def _start(self, server: proc.ServerProcess, link: ServerLink) -> Era | int | None:
         """The era; or a runner exit code of its own; or None when the server exited during startup
@@ -276,6 +413,24 @@ class Runner:
             return 128 + signal.SIGKILL
         status, sig = proc.exit_status(returncode)
         return status if status is not None else 128 + (sig or 0)
+
+
+async def _lists(link: ServerLink, era: str) -> dict[str, Any]:
+    """What clients would list (first page of tools, prompts, resources), to tell whether a swap changed it;
+    all three asked at once, within LIST_TIMEOUT_S in all (a hung generation must not hold a swap up)."""
+
+    async def one(method: str, key: str) -> tuple[str, Any]:
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": key, "method": method}
+        if era == "stateless":
+            message = eras.with_envelope(message, {})
+        try:
+            result = (await link.request(message, timeout_s=LIST_TIMEOUT_S)).get("result")
+        except (ServerUnavailable, TimeoutError):
+            return key, None
+        return key, result.get(key) if isinstance(result, dict) else None
+
+    answers = await asyncio.gather(*(one(method, key) for method, key, _n in LISTS))
+    return {key: value for key, value in answers if value is not None}
 
 
 async def _first_of(*waitables: Any) -> None:

@@ -71,6 +71,8 @@ class ServerLink:
         self._log = log or (lambda message: None)
         self.closed = False
         self.cancel_on_timeout = True  # handshake era: tell the server to drop a request we gave up on
+        self._idle = asyncio.Event()   # set while no forwarded request awaits its response
+        self._idle.set()
         self.on_unrouted: Sink = lambda message: None
         # places a server request no in-flight request can take; returns the session it went to, or None
         self.on_server_request: Callable[[dict[str, Any], str | None], str | None] = lambda message, cap: None
@@ -91,6 +93,7 @@ class ServerLink:
                           capabilities or {}, timeout_s=timeout_s)
         message = self._with_progress_token(message, pending, runner_id)
         self._pending[runner_id] = pending
+        self._idle.clear()
         try:
             async with asyncio.timeout(timeout_s) as deadline:  # covers a full stdin pipe and a silent server
                 pending.deadline = deadline
@@ -103,6 +106,8 @@ class ServerLink:
             raise
         finally:
             self._pending.pop(runner_id, None)
+            if not self._pending:
+                self._idle.set()
         response["id"] = pending.original_id
         return response
 
@@ -254,6 +259,10 @@ class ServerLink:
                 return pending
         return None
 
+    async def drained(self) -> None:
+        """Return once no forwarded request awaits its response (an old generation may then be stopped)."""
+        await self._idle.wait()
+
     def close(self) -> None:
         """Stop forwarding: every waiting request fails with ServerUnavailable."""
         self.closed = True
@@ -261,3 +270,4 @@ class ServerLink:
             if not pending.future.done():
                 pending.future.set_exception(ServerUnavailable("server exited"))
         self._pending.clear()
+        self._idle.set()

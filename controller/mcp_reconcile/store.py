@@ -63,7 +63,9 @@ class RunRecord(TypedDict, total=False):
     server_pid, server_pgid: the server's process (group); endpoint: http://127.0.0.1:PORT/mcp;
     port; era: "handshake" | "stateless" | None until known; protocol_version;
     generation: runtime generation it was started for; digests: runtime field digests;
-    started_at: unix time; state: "starting" | "running" | "stopping" | "exited"; exit: ExitInfo.
+    started_at: unix time (of the generation serving now); state: "starting" | "running" | "stopping" | "exited";
+    exit: ExitInfo; token_env: the env entry whose value guards the endpoint (a name, never the value);
+    swappable: the runner listens on its control socket and can swap in a new generation (handover.py).
     """
 
     server: str
@@ -81,6 +83,8 @@ class RunRecord(TypedDict, total=False):
     started_at: float
     state: str
     exit: ExitInfo | None
+    token_env: str | None
+    swappable: bool
 
 
 def _create_temp(path: Path) -> tuple[int, str]:

@@ -139,3 +139,63 @@ def test_a_clients_session_stays_valid_across_restarts_of_its_server(real) -> No
     real.wait_until(real.rows, lambda r: real.probed_ready(r, "everything", not_pid=pid),
                     what="everything restarted for its env edit")
     assert list_tools().status_code == 200
+
+
+def test_a_planned_restart_is_made_before_break_and_a_busy_client_sees_no_error(real) -> None:
+    """An env edit swaps the server behind the same runner: the new generation answers before the old stops."""
+    import threading
+
+    import httpx
+
+    real.start_controller()
+    rows = real.wait_ready(*BUNDLED)
+    url, before = rows["everything"]["endpoint"], real.run_record("everything")
+    accept = {"Accept": "application/json, text/event-stream"}
+    failures: list[str] = []
+    answered = 0
+    stop = threading.Event()
+
+    def busy_client() -> None:
+        nonlocal answered
+        with httpx.Client(timeout=30) as http:
+            opened = http.post(url, headers=accept, json={
+                "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+            session = {**accept, "Mcp-Session-Id": opened.headers["mcp-session-id"]}
+            n = 0
+            while not stop.wait(0.02):   # a request every 20 ms, on one kept-alive connection when it can
+                n += 1
+                try:
+                    reply = http.post(url, headers=session, json={"jsonrpc": "2.0", "id": n, "method": "tools/list"})
+                    if reply.status_code != 200 or "result" not in reply.json():
+                        failures.append(f"{reply.status_code} {reply.text[:200]}")
+                    else:
+                        answered += 1
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+
+    client = threading.Thread(target=busy_client)
+    client.start()
+    try:
+        real.wait_until(lambda: answered, lambda n: n >= 10, what="the client's first answers")
+        edited = real.read_manifest("everything")
+        edited["spec"].setdefault("env", {})["EXTRA"] = "1"
+        edited_at = time.monotonic()
+        real.write_text("everything.yaml", yaml.safe_dump(edited, sort_keys=False))
+        rows = real.wait_until(real.rows, lambda r: real.probed_ready(r, "everything", not_pid=before["server_pid"]),
+                               what="everything swapped to its new generation")
+        handover_s = time.monotonic() - edited_at
+        real.wait_until(lambda: real.pid_alive(before["server_pid"]), lambda alive: not alive,
+                        what="the old generation stopped once drained")
+        seen = answered
+        real.wait_until(lambda: answered, lambda n: n >= seen + 10, what="answers from the new generation")
+    finally:
+        stop.set()
+        client.join(30)
+    after = real.run_record("everything")
+    print(f"\nplanned restart (env edit) to the new generation serving: {handover_s * 1000:.0f} ms; "
+          f"{answered} requests answered, {len(failures)} failed")
+    assert failures == []
+    assert after["runner_pid"] == before["runner_pid"] and after["server_pid"] != before["server_pid"]
+    assert rows["everything"]["endpoint"] == url
+    assert [e["server"] for e in real.events("server.restarting")] == []   # a planned restart is no crash

@@ -675,3 +675,68 @@ def test_the_session_stream_carries_notifications_tied_to_no_request(runners: Ru
 
     heard = asyncio.run(listen_then_trigger())
     assert heard == [[{"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}]] * 2
+
+
+TOOLS_FROM_ARGV = textwrap.dedent('''
+    import json, sys
+    def send(message):
+        sys.stdout.write(json.dumps(message) + "\\n")
+        sys.stdout.flush()
+    for line in sys.stdin:
+        message = json.loads(line)
+        if "id" not in message or "method" not in message:
+            continue
+        if message["method"] == "initialize":
+            send({"jsonrpc": "2.0", "id": message["id"], "result": {"protocolVersion": "2025-06-18",
+                  "capabilities": {"tools": {"listChanged": True}}, "serverInfo": {"name": "t", "version": "1"}}})
+        elif message["method"] == "tools/list":
+            send({"jsonrpc": "2.0", "id": message["id"], "result": {"tools": [
+                {"name": name, "inputSchema": {"type": "object"}} for name in sys.argv[1:]]}})
+        else:
+            send({"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32601, "message": "nope"}})
+''')
+
+
+def test_a_swap_keeps_the_old_generation_when_the_new_one_fails_and_announces_changed_tools(
+        runners: Runners, tmp_path: Path) -> None:
+    from mcp_reconcile.handover import ask_runner, control_address
+
+    script = tmp_path / "tools.py"
+    script.write_text(TOOLS_FROM_ARGV)
+    runner = runners.start([sys.executable, "-u", str(script), "one"])
+    record = runner.wait_state("running")
+    assert record["swappable"] is True
+    session = initialize(runner).headers["mcp-session-id"]
+    address = control_address(str(runner.state.root), "srv")
+    base = {"op": "replace", "state_dir": str(runner.state.root), "name": "srv", "env": dict(os.environ),
+            "startup_timeout": 10}
+
+    def ask(request: dict[str, Any]) -> dict[str, Any] | None:
+        return asyncio.run(ask_runner(address, {**base, **request}, timeout_s=WAIT_S))
+
+    failed = ask({"generation": "g2", "argv": fault_server("crash_on_start")})
+    assert failed is not None and failed["ok"] is False and "keeps serving" in failed["error"]
+    assert runner.record()["server_pid"] == record["server_pid"]
+    assert ask({"name": "other", "generation": "g2", "argv": [sys.executable, str(script)]})["ok"] is False
+
+    async def swap_while_listening() -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        async with httpx.AsyncClient(timeout=WAIT_S) as http:
+            headers = {"Accept": "text/event-stream", "Mcp-Session-Id": session}
+            async with http.stream("GET", runner.url, headers=headers) as stream:
+                swapped = await ask_runner(address, {**base, "generation": "g3",
+                                                     "argv": [sys.executable, "-u", str(script), "one", "two"]},
+                                           timeout_s=WAIT_S)
+                async for line in stream.aiter_lines():
+                    if line.startswith("data: "):
+                        return swapped, [json.loads(line[len("data: "):])]
+        return swapped, []
+
+    swapped, heard = asyncio.run(swap_while_listening())
+    assert swapped is not None and swapped["ok"] is True, swapped
+    assert heard == [{"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}]
+    after = runner.record()
+    assert (after["runner_pid"], after["generation"]) == (record["runner_pid"], "g3")
+    assert after["server_pid"] != record["server_pid"]
+    assert wait_gone(record["server_pid"])   # the old generation, drained, was stopped
+    tools = post(runner, rpc("tools/list", 9), session=session).json()["result"]["tools"]
+    assert [t["name"] for t in tools] == ["one", "two"]

@@ -62,6 +62,9 @@ class RecordingEffects:
         self.calls.append(("stop", name))
         return "stopped"
 
+    async def replace(self, spec: ServerSpec) -> str | None:
+        return None   # no runner to swap in: restarts stop and start
+
     async def test(self, spec: ServerSpec) -> str:
         self.calls.append(("test", spec.name))
         return "passed"
