@@ -85,7 +85,7 @@ class HostEffects:
         runner_args = ["--state-dir", str(self.state.root), "--name", spec.name,
                        "--generation", spec.runtime_generation, "--stop-timeout", str(spec.stop_timeout_s),
                        "--startup-timeout", str(timeout), "--ready-fd", READY_FD_PLACEHOLDER,
-                       "--port", str(port), "--path", spec.path,
+                       "--port", str(port), "--path", spec.path, "--hold-seconds", str(spec.hold_requests_s),
                        *(arg for key in sorted(spec.secret_keys) for arg in ("--secret-env", key)),  # names only
                        *(("--token-env", spec.token_env) if spec.token_env else ()),
                        "--", *launch.argv]
@@ -170,7 +170,7 @@ class HostEffects:
             port = ports.port_for(self.state, spec.name, requested=spec.port, reserved=self.reserved_ports)
         except ports.PortUnavailable as exc:
             raise TransientError(spec.name, "start", str(exc)) from None
-        if not ports.can_bind(port):
+        if not ports.can_bind(port) and not ports.held_for(port, self.state, spec.name):   # (a keeper hands it on)
             holder = ports.holder_of(port)
             where = "spec.port" if spec.port else f"kept for it in {ports.ports_file(self.state)}"
             raise TransientError(spec.name, "start", f"port {port} ({where}) is in use"
@@ -258,6 +258,8 @@ class HostEffects:
         if isinstance(child, subprocess.Popen) and child.poll() is None:
             await asyncio.to_thread(proc.stop_runner, child, timeout_s=RUNNER_STOP_SLACK_S)
         await asyncio.to_thread(self.reap_leftovers, name, run)
+        if await asyncio.to_thread(handover.release_keeper, str(self.state.root), name):
+            detail = "stopped (its endpoint, held since a crash, let go)" if detail == "not running" else detail
         self.state.remove_run(name)
         return detail
 

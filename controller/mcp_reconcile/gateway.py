@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import re
+import socket
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -163,6 +164,8 @@ class Gateway:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._retiring: list[ServerLink] = []   # earlier generations finishing what they have in flight
+        self._busy = 0                          # requests being answered now
+        self._idle = asyncio.Event()
         self._hook(link)
 
     def _hook(self, link: ServerLink) -> None:
@@ -189,11 +192,28 @@ class Gateway:
         """A notification of the gateway's own (list_changed after a swap) to every session's stream."""
         self._fan_out({"jsonrpc": "2.0", "method": method})
 
-    async def start(self, port: int = 0) -> int:
-        """Listen on 127.0.0.1:`port` (0: any free port) and return the port."""
-        self._server = await asyncio.start_server(self._serve_connection, "127.0.0.1", port, reuse_address=True)
+    async def start(self, port: int = 0, *, sock: socket.socket | None = None) -> int:
+        """Listen on 127.0.0.1:`port` (0: any free port), or on `sock` (a listening socket taken over from a
+        keeper, with the connections that waited in it), and return the port."""
+        if sock is not None:
+            sock.setblocking(False)
+            self._server = await asyncio.start_server(self._serve_connection, sock=sock)
+        else:
+            self._server = await asyncio.start_server(self._serve_connection, "127.0.0.1", port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
+
+    def listening_fd(self) -> int | None:
+        return self._server.sockets[0].fileno() if self._server is not None and self._server.sockets else None
+
+    async def quiesce(self, timeout_s: float) -> None:
+        """Wait (bounded) until no request is being answered: the answers owed to requests the server's exit
+        cut short (503) leave before the connections close."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while self._busy:
+                    self._idle.clear()
+                    await self._idle.wait()
 
     def close(self) -> None:
         """Stop accepting and drop open connections (a stopping runner answers no one)."""
@@ -211,9 +231,16 @@ class Gateway:
                 event = await self._next_request(conn, reader)
                 if not isinstance(event, h11.Request):
                     break
-                reply = await self._handle(conn, reader, writer, event)
-                if reply is not None:
-                    await self._send(conn, writer, reply)
+                counted = event.method != b"GET"   # a GET stream lasts as long as its client wants
+                self._busy += counted
+                try:
+                    reply = await self._handle(conn, reader, writer, event)
+                    if reply is not None:
+                        await self._send(conn, writer, reply)
+                finally:
+                    self._busy -= counted
+                    if not self._busy:
+                        self._idle.set()
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     break
                 conn.start_next_cycle()

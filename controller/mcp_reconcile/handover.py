@@ -13,6 +13,7 @@ Stdlib only: the runner imports this.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -84,3 +85,112 @@ async def ask_runner(address: str, request: dict[str, Any], *, timeout_s: float)
         writer.close()
     answer = json.loads(line) if line else None
     return answer if isinstance(answer, dict) else None
+
+
+# --- holding the endpoint while a crashed server comes back -------------------------------------------------
+# A keeper answers these requests on the control socket it inherited from the runner that forked it.
+TAKE = "take-listener"
+RELEASE = "release"
+# Bound on one control exchange with a keeper (it only ever waits on select).
+KEEPER_EXCHANGE_TIMEOUT_S = 2.0
+# What a keeper answers to the requests still queued when its hold ends.
+_HOLD_EXPIRED_BODY = (b'{"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":'
+                      b'"MCP server unavailable: it crashed and has not come back yet"}}')
+HOLD_EXPIRED_REPLY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+                      b"Connection: close\r\nContent-Length: " + str(len(_HOLD_EXPIRED_BODY)).encode() +
+                      b"\r\n\r\n" + _HOLD_EXPIRED_BODY)
+
+
+def keep_listener(listener: socket.socket, control: socket.socket, *, state_root: str, name: str,
+                  hold_s: float) -> None:
+    """In a keeper process: hold the endpoint's listening socket (clients' connections wait in its backlog)
+    until the next runner takes it over, a controller releases it, or `hold_s` passes. Blocking; returns when
+    done (the caller exits)."""
+    import select
+    import time
+
+    deadline = time.monotonic() + hold_s
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([control], [], [], left)
+        if not ready:
+            break
+        try:
+            conn, _ = control.accept()
+        except OSError:
+            continue
+        with conn:
+            conn.settimeout(KEEPER_EXCHANGE_TIMEOUT_S)
+            try:
+                _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                                      struct.calcsize("3i")))
+                request = json.loads(conn.recv(MAX_REQUEST_BYTES).split(b"\n", 1)[0] or b"{}")
+            except (OSError, ValueError):
+                continue
+            if uid != os.getuid() or not isinstance(request, dict) or request.get("name") != name \
+                    or os.path.abspath(str(request.get("state_dir"))) != os.path.abspath(state_root):
+                continue
+            if request.get("op") == TAKE:
+                control.close()   # before the answer: the taker binds this address next
+                socket.send_fds(conn, [b'{"ok": true}\n'], [listener.fileno()])
+                return
+            if request.get("op") == RELEASE:
+                control.close()
+                conn.sendall(b'{"ok": true}\n')
+                break
+    control.close()
+    _refuse_queued(listener)
+
+
+def _refuse_queued(listener: socket.socket) -> None:
+    """Answer what waited in the backlog with a 503 instead of a reset, then close the endpoint."""
+    listener.setblocking(False)
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            break
+        with conn, contextlib.suppress(OSError):
+            conn.sendall(HOLD_EXPIRED_REPLY)
+    listener.close()
+
+
+def _ask_keeper(address: str, request: dict[str, Any]) -> tuple[dict[str, Any] | None, list[int]]:
+    """One blocking exchange with whatever listens at `address`: its answer and any fds it passed."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(KEEPER_EXCHANGE_TIMEOUT_S)
+        try:
+            sock.connect(address)
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            message, fds, _flags, _addr = socket.recv_fds(sock, 4096, 1)
+            while sock.recv(4096):   # EOF: the keeper has closed the control address too
+                pass
+        except (OSError, TimeoutError):
+            return None, []
+    try:
+        answer = json.loads(message.split(b"\n", 1)[0]) if message else None
+    except ValueError:
+        answer = None
+    return (answer if isinstance(answer, dict) else None), list(fds)
+
+
+def take_listener(state_root: str, name: str) -> socket.socket | None:
+    """The listening socket a keeper holds for this server (connections queued in it included), or None."""
+    request = {"op": TAKE, "state_dir": os.path.abspath(state_root), "name": name}
+    answer, fds = _ask_keeper(control_address(state_root, name), request)
+    if not fds:
+        return None
+    for extra in fds[1:]:
+        os.close(extra)
+    if not (answer or {}).get("ok"):
+        os.close(fds[0])
+        return None
+    return socket.socket(fileno=fds[0])
+
+
+def release_keeper(state_root: str, name: str) -> bool:
+    """Tell a keeper of this server to let its endpoint go (the server is being stopped); True if one did."""
+    request = {"op": RELEASE, "state_dir": os.path.abspath(state_root), "name": name}
+    answer, fds = _ask_keeper(control_address(state_root, name), request)
+    for fd in fds:
+        os.close(fd)
+    return bool((answer or {}).get("ok"))

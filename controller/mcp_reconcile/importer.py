@@ -22,6 +22,7 @@ from mcp_reconcile.cli import Options
 from mcp_reconcile.errors import ManifestError
 from mcp_reconcile.formats import load_foreign
 from mcp_reconcile.manifest import validate_document
+from mcp_reconcile.safeload import check_source_file, local_path
 
 # Env names whose literal values are taken for secrets when importing a client config.
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASS(WORD|WD)?|CREDENTIAL|AUTH|PAT$", re.IGNORECASE)
@@ -37,6 +38,19 @@ def take_literal_secrets(doc: dict[str, Any]) -> dict[str, str]:
     if not env:
         doc["spec"].pop("env", None)
     return taken
+
+
+def path_problems(doc: dict[str, Any], *, base_dir: Path) -> list[ManifestError]:
+    """A path source must name a file that is there: a manifest naming a missing one cannot be installed,
+    and a launcher taken for the server (`path: uv`) shows up here rather than at the first apply."""
+    ref = (doc.get("spec", {}).get("source") or {}).get("path")
+    if not isinstance(ref, str):
+        return []
+    try:
+        check_source_file(local_path(ref, base_dir, where="spec.source.path"), where="spec.source.path")
+    except ManifestError as exc:
+        return [exc]
+    return []
 
 
 def write_secrets_file(path: Path, values: dict[str, str]) -> None:
@@ -69,7 +83,8 @@ def import_config(opts: Options) -> int:
     for warning in converted.warnings:
         print(f"warning: {source} {warning}", file=sys.stderr)
     problems = [p.located(file=f"{source} -> {doc.get('metadata', {}).get('name', i)}", doc_index=i)
-                for i, doc in enumerate(converted.documents) for p in validate_document(doc)]
+                for i, doc in enumerate(converted.documents)
+                for p in [*validate_document(doc), *path_problems(doc, base_dir=Path(source).parent)]]
     if problems:
         print(render.problems_text(problems), file=sys.stderr)
         return render.EXIT_ERROR

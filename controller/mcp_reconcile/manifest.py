@@ -10,20 +10,20 @@ import json
 import os
 import re
 import shlex
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
 from jsonschema import Draft202012Validator
 
-from mcp_reconcile import generation, graph
+from mcp_reconcile import generation, graph, safeload
 from mcp_reconcile.errors import ManifestError
 from mcp_reconcile.model import (
     API_VERSION,
+    DEFAULT_HOLD_REQUESTS_S,
     INSTALL_FIELDS,
     KIND,
     RUNTIME_FIELDS,
@@ -55,13 +55,27 @@ class LoadResult:
     broken_files: set[str] = field(default_factory=set)
     blocked: set[str] = field(default_factory=set)
     warnings: list[str] = field(default_factory=list)
+    set_aside: list[ServerSpec] = field(default_factory=list)   # built, but from a file that is ignored
 
     @property
     def by_name(self) -> dict[str, ServerSpec]:
         return {s.name: s for s in self.specs}
 
+    @property
+    def problem_files(self) -> set[str]:
+        """Every file with a problem of any kind (parse, schema, expansion, duplicate, dependency)."""
+        return self.broken_files | {p.file for p in self.problems if p.file}
+
+    def ignoring(self, files: Collection[str]) -> LoadResult:
+        """This result with the specs declared in `files` set aside: a file with any problem is ignored as a
+        whole (SPEC §5), so a valid document beside a broken one must not apply its edits either."""
+        ignored = set(files)
+        return replace(self, specs=[s for s in self.specs if s.origin.file not in ignored],
+                       set_aside=[*self.set_aside, *(s for s in self.specs if s.origin.file in ignored)])
+
     def secret_values(self) -> list[str]:
-        return [v for s in self.specs for v in s.secret_values()]
+        """The secrets of every spec built, set-aside ones too: they are redacted all the same."""
+        return [v for s in (*self.specs, *self.set_aside) for v in s.secret_values()]
 
 
 @cache
@@ -88,21 +102,35 @@ def discover_files(paths: Sequence[str | Path]) -> tuple[list[Path], list[Manife
     problems: list[ManifestError] = []
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix in MANIFEST_SUFFIXES and p.is_file()
-                           and not p.name.startswith("."))
-        elif path.exists():
-            found = [path]
-        else:
-            problems.append(ManifestError("no such file or directory", file=str(path)))
+        try:
+            found = _files_at(path)
+        except (OSError, RuntimeError) as exc:   # too long, a symlink loop, unreadable directory
+            problems.append(ManifestError(f"cannot read: {getattr(exc, 'strerror', None) or exc}",
+                                          file=safeload.shown_path(path)))
+            continue
+        if found is None:
+            problems.append(ManifestError(safeload.path_problem(path) or "no such file or directory",
+                                          file=safeload.shown_path(path)))
             continue
         for p in found:
             files.setdefault(p.resolve(), p)
     return list(files.values()), problems
 
 
+def _files_at(path: Path) -> list[Path] | None:
+    """The manifest files `path` names (itself, or those under a directory); None when it names nothing."""
+    if safeload.path_problem(path):
+        return None
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.suffix in MANIFEST_SUFFIXES and p.is_file()
+                      and not p.name.startswith("."))
+    return [path] if path.exists() else None
+
+
 def read_documents(path: Path) -> tuple[list[Any], list[str]]:
-    """The documents of one file (YAML stream, or a foreign JSON config converted); warnings beside."""
+    """The documents of one file (YAML stream, or a foreign JSON config converted); warnings beside.
+
+    Read and parsed within the bounds of `safeload`, so a hostile file is one ManifestError naming it."""
     text_path = str(path)
     if path.suffix in FOREIGN_SUFFIXES:
         from mcp_reconcile.formats import load_foreign
@@ -110,15 +138,9 @@ def read_documents(path: Path) -> tuple[list[Any], list[str]]:
         converted = load_foreign(path)
         return list(converted.documents), list(converted.warnings)
     try:
-        with open(path) as fh:
-            return [d for d in yaml.safe_load_all(fh)], []
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ManifestError(f"invalid YAML: {problem}", file=text_path,
-                            line=mark.line + 1 if mark else None) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"cannot read: {exc}", file=text_path) from None
+        return safeload.yaml_documents(safeload.read_bounded(path)), []
+    except ManifestError as exc:
+        raise exc.located(file=text_path) from None
 
 
 def validate_document(doc: Any) -> list[ManifestError]:
@@ -197,12 +219,11 @@ def _scalar(value: Any) -> str:
     return str(value)
 
 
-def _read_env_file(path: Path, *, where: str) -> dict[str, str]:
-    from dotenv import dotenv_values
-
-    if not path.is_file():
-        raise ManifestError(f"envFile {str(path)!r} does not exist", json_path=where)
-    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+def _check_no_nul(values: Iterable[tuple[str, object]]) -> None:
+    """Strings that reach exec() or the environment cannot hold a NUL byte: say where one is."""
+    for where, value in values:
+        if isinstance(value, str) and "\0" in value:
+            raise ManifestError("contains a NUL byte", json_path=where)
 
 
 def build_spec(doc: dict[str, Any], *, origin: Origin, environ: Mapping[str, str], key: bytes,
@@ -212,7 +233,9 @@ def build_spec(doc: dict[str, Any], *, origin: Origin, environ: Mapping[str, str
     meta, spec = doc["metadata"], doc["spec"]
     (kind, ref), = spec["source"].items()
     if kind == "path":
-        ref = str((base / os.path.expanduser(ref)).resolve())
+        source_file = safeload.local_path(ref, base, where="spec.source.path")
+        safeload.check_source_file(source_file, where="spec.source.path")
+        ref = str(source_file)
     command = spec.get("command")
     if isinstance(command, str):
         try:
@@ -228,8 +251,8 @@ def build_spec(doc: dict[str, Any], *, origin: Origin, environ: Mapping[str, str
     env_file_vars: dict[str, str] = {}
     env_file = spec.get("envFile")
     if env_file:
-        env_file_path = (base / os.path.expanduser(env_file)).resolve()
-        env_file_vars = _read_env_file(env_file_path, where="spec.envFile")
+        env_file_path = safeload.local_path(env_file, base, where="spec.envFile")
+        env_file_vars = safeload.read_env_file(env_file_path, where="spec.envFile")
     lookup = {**env_file_vars, **environ}
     marked_secret = set(spec.get("secretEnv", []))
     secret_keys = set(env_file_vars) | marked_secret
@@ -244,7 +267,10 @@ def build_spec(doc: dict[str, Any], *, origin: Origin, environ: Mapping[str, str
             secret_keys.discard(name)  # a plain value overrides an envFile entry
     cwd = spec.get("cwd")
     if cwd:
-        cwd = str((base / os.path.expanduser(cwd)).resolve())
+        cwd = str(safeload.local_path(cwd, base, where="spec.cwd"))
+    _check_no_nul([*((f"spec.command[{i}]", c) for i, c in enumerate(command or [])),
+                   *((f"spec.args[{i}]", a) for i, a in enumerate(spec.get("args", []))),
+                   *((f"spec.env.{k}", v) for k, v in env.items())])
     token_env = (spec.get("endpointAuth") or {}).get("tokenEnv")
     if token_env is not None:
         if token_env not in env or not (env[token_env] or unset_vars_ok):
@@ -280,6 +306,7 @@ def build_spec(doc: dict[str, Any], *, origin: Origin, environ: Mapping[str, str
         health=HealthSpec(health.get("intervalSeconds", 30.0), health.get("timeoutSeconds", 5.0),
                           health.get("failureThreshold", 3)),
         stop_timeout_s=float(fields["stopTimeoutSeconds"]), depends_on=tuple(fields["dependsOn"]),
+        hold_requests_s=float(spec.get("holdRequestsSeconds", DEFAULT_HOLD_REQUESTS_S)),
         labels=MappingProxyType(dict(meta.get("labels", {}))),
         tests=TestSpec(gate=bool(fields["tests"].get("gate", False)), raw=MappingProxyType(fields["tests"])),
         origin=origin, digests=MappingProxyType(digests), generation=generation.combine(digests),

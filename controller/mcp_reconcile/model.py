@@ -16,6 +16,8 @@ API_VERSION = "mcp-reconcile/v1"
 KIND = "MCPServer"
 
 # Fields of a spec whose change means the process must be restarted (the source also reinstalls).
+# How long a request that reaches a server's endpoint while the server restarts after a crash waits for it.
+DEFAULT_HOLD_REQUESTS_S = 30.0
 RUNTIME_FIELDS = ("source", "command", "args", "env", "transport", "port", "path", "cwd", "endpointAuth")
 INSTALL_FIELDS = ("source",)
 
@@ -136,6 +138,7 @@ class ServerSpec:
     restart_backoff: BackoffSpec = BackoffSpec()
     health: HealthSpec = HealthSpec()
     stop_timeout_s: float = 5.0
+    hold_requests_s: float = DEFAULT_HOLD_REQUESTS_S   # requests wait this long for a crashed server
     depends_on: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     tests: TestSpec = TestSpec()

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
-from mcp_reconcile import events, install, render
+from mcp_reconcile import events, handover, install, render
 from mcp_reconcile.apply import Limits, Outcome, apply_plan
 from mcp_reconcile.cli import Options
 from mcp_reconcile.desired import load_desired
@@ -172,5 +172,8 @@ async def _stop_all(state: StateDir) -> int:
             events.get_logger().info("server.stopped", server=name, reason="stop-all")
             _say(f"  ok     stop {name}: {result}")
     ledger.save()
+    for name in sorted(state.known_servers() - set(names)):   # a crashed server's endpoint a keeper still holds
+        if await asyncio.to_thread(handover.release_keeper, str(state.root), name):
+            _say(f"  ok     stop {name}: its endpoint, held since a crash, let go")
     _say(f"Stopped {len(names)} runner(s); installs kept." if names else "No runners to stop.")
     return code

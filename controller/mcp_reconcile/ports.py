@@ -12,6 +12,7 @@ Only the acting controller (holding the state dir's lock) allocates; read-only c
 from __future__ import annotations
 
 import contextlib
+import itertools
 import random
 import socket
 from collections.abc import Iterable
@@ -92,20 +93,48 @@ def release(state: StateDir, name: str) -> None:
         write_json_atomic(ports_file(state), ports)
 
 
-def holder_of(port: int) -> str | None:
-    """Who listens on 127.0.0.1:`port` (or on any address), as "pid 123 (node)"; None when unknown."""
+def holder_pid(port: int) -> int | None:
+    """The pid listening on `port` (any address), when this user may see it."""
     import psutil
 
     with contextlib.suppress(psutil.Error, OSError):
         for conn in psutil.net_connections(kind="tcp"):
             if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-                if conn.pid is None:
-                    return "a process of another user"
-                try:
-                    return f"pid {conn.pid} ({psutil.Process(conn.pid).name()})"
-                except psutil.Error:
-                    return f"pid {conn.pid}"
+                return conn.pid if conn.pid is not None else -1
     return None
+
+
+def holder_of(port: int) -> str | None:
+    """Who listens on `port`, as "pid 123 (node)"; None when nobody is seen."""
+    import psutil
+
+    pid = holder_pid(port)
+    if pid is None:
+        return None
+    if pid < 0:
+        return "a process of another user"
+    try:
+        return f"pid {pid} ({psutil.Process(pid).name()})"
+    except psutil.Error:
+        return f"pid {pid}"
+
+
+def held_for(port: int, state: StateDir, name: str) -> bool:
+    """Is `port` held by this server's own keeper (a runner's child holding the endpoint after a crash,
+    handover.py)? It is the runner's fork: its command line names the state dir, and its name the server
+    (`mcpr:NAME`, set by the spawner; a runner started from scratch has `--name NAME` in its command line)."""
+    import psutil
+
+    pid = holder_pid(port)
+    if pid is None or pid < 0:
+        return False
+    try:
+        process = psutil.Process(pid)
+        cmdline, comm = process.cmdline(), process.name()
+    except psutil.Error:
+        return False
+    named = comm == f"mcpr:{name}"[:15] or any(pair == ("--name", name) for pair in itertools.pairwise(cmdline))
+    return str(state.root) in cmdline and named
 
 
 def endpoint_url(port: int, path: str) -> str:

@@ -27,7 +27,8 @@ def memory_of(entry: Mapping[str, Any]) -> conditions.Memory:
         failed_reason=entry.get("failed_reason"), in_crash_loop=bool(entry.get("in_crash_loop")),
         backoff_delay_s=float(entry.get("backoff_delay_s", 0.0)),
         tested_ok=entry.get("test_passed"), test_message=entry.get("test_message", ""),
-        stopped=bool(entry.get("stopped")))
+        stopped=bool(entry.get("stopped")), last_good=bool(entry.get("last_good_spec")),
+        phase=entry.get("phase"), message=entry.get("message", ""))
 
 
 def record_status(ledger: Ledger, spec: ServerSpec | None, obs: ObservedServer, *, now: float,

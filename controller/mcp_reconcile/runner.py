@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import time
 import traceback
 from collections.abc import Sequence
@@ -34,7 +35,7 @@ from typing import Any
 
 from mcp_reconcile import eras, proc
 from mcp_reconcile.gateway import REQUEST_TIMEOUT_S, Gateway
-from mcp_reconcile.handover import control_address, serve_control
+from mcp_reconcile.handover import control_address, keep_listener, serve_control, take_listener
 from mcp_reconcile.scrub import StreamScrubber
 from mcp_reconcile.serverlink import ServerLink, ServerUnavailable
 from mcp_reconcile.sessionbook import SessionBook
@@ -51,6 +52,8 @@ EXIT_STARTUP_FAILED = 125    # the server answered the handshake with an error, 
 EXIT_SPAWN_FAILED = 127      # the command could not be executed (not found, not executable)
 EXIT_RUNNER_BUG = 70         # EX_SOFTWARE: the runner itself failed; the server was still stopped
 EXIT_DUPLICATE = 75          # EX_TEMPFAIL: another live runner serves this server; nothing was started
+# How long the answers owed to requests cut short by the server's exit may take to leave.
+QUIESCE_TIMEOUT_S = 1.0
 # How long an old generation may finish the requests it has in flight after a swap before it is stopped anyway.
 DRAIN_TIMEOUT_S = 30.0
 # Bound on each list request that decides whether a swap changed what clients see (list_changed).
@@ -109,6 +112,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=0,
                         help="the endpoint's loopback port (the controller keeps one per server; 0: any)")
     parser.add_argument("--path", default="/mcp", help="the endpoint's path")
+    parser.add_argument("--hold-seconds", type=float, default=0.0,
+                        help="after the server crashes, keep the endpoint's connections waiting this long for the "
+                             "next runner (a keeper process holds the listening socket); 0: close at once")
     parser.add_argument("--token-env", default=None,
                         help="name of the env var holding the endpoint's bearer token")
     parser.add_argument("--secret-env", action="append", default=[], metavar="NAME",
@@ -259,8 +265,12 @@ class Runner:
             link, era=era.name, initialize_result=era.initialize_result, discover_result=era.discover_result,
             serves_modern=era.serves_modern, token=token, request_timeout_s=self.args.request_timeout,
             path=self.args.path, sessions=SessionBook(self.state.root / "run" / f"{self.args.name}.sessions.jsonl"))
+        held = take_listener(str(self.state.root), self.args.name)   # from a keeper, if the last runner crashed
+        if held is not None and held.getsockname()[1] != self.args.port and self.args.port:
+            held.close()   # the server was given another port meanwhile
+            held = None
         try:
-            port = await gateway.start(self.args.port)
+            port = await gateway.start(self.args.port, sock=held)
         except OSError as exc:
             _say(f"cannot listen on 127.0.0.1:{self.args.port}: {exc.strerror or exc}")
             return await self._finish(server, EXIT_STARTUP_FAILED)
@@ -275,6 +285,11 @@ class Runner:
             await _first_of(self.current.server.exited, self.stop_requested.wait(), self._swapped.wait())
             if self.stop_requested.is_set() or self.current.server.returncode is not None:
                 break
+        crashed = not self.stop_requested.is_set()
+        if crashed:
+            await gateway.quiesce(QUIESCE_TIMEOUT_S)   # the 503s owed to requests the exit cut short
+            if control is not None and self.args.hold_seconds > 0:
+                self._fork_keeper(gateway, control)
         gateway.close()
         if control is not None:
             control.close()
@@ -283,6 +298,38 @@ class Runner:
         for old in list(self._retiring):
             await proc.stop_server(old.server, stop_timeout_s=old.stop_timeout_s)
         return await self._finish(self.current.server, None)
+
+    def _fork_keeper(self, gateway: Gateway, control: asyncio.AbstractServer) -> None:
+        """The server crashed: a child process keeps the endpoint's listening socket (new connections wait in
+        its backlog) until the next runner takes it over, a controller releases it, or --hold-seconds pass.
+        This runner then exits as always, so the controller sees the crash as it always has."""
+        listener_fd, control_fd = gateway.listening_fd(), control.sockets[0].fileno() if control.sockets else None
+        if listener_fd is None or control_fd is None:
+            return
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            _say(f"cannot fork a keeper for the endpoint ({exc.strerror or exc}); it closes now")
+            return
+        if pid:
+            _say(f"keeper pid {pid} holds the endpoint for up to {self.args.hold_seconds:g} s")
+            return
+        code = 0
+        try:   # the child: nothing of the runner but the two sockets (no lock, no client connection, no pipe)
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            for entry in os.listdir("/proc/self/fd"):
+                fd = int(entry)
+                if fd not in (2, listener_fd, control_fd):
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            keep_listener(socket.socket(fileno=listener_fd), socket.socket(fileno=control_fd),
+                          state_root=str(self.state.root), name=self.args.name, hold_s=self.args.hold_seconds)
+        except BaseException:   # never return into the runner's event loop
+            code = EXIT_RUNNER_BUG
+        finally:
+            os._exit(code)
 
     async def _open_control(self) -> asyncio.AbstractServer | None:
         """The control socket the controller swaps generations through; without it, restarts stop and start."""

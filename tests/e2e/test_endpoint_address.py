@@ -199,3 +199,72 @@ def test_a_planned_restart_is_made_before_break_and_a_busy_client_sees_no_error(
     assert after["runner_pid"] == before["runner_pid"] and after["server_pid"] != before["server_pid"]
     assert rows["everything"]["endpoint"] == url
     assert [e["server"] for e in real.events("server.restarting")] == []   # a planned restart is no crash
+
+
+def test_requests_sent_while_a_crashed_server_comes_back_wait_for_it_in_the_same_session(real) -> None:
+    """kill -9 of the server: the endpoint's connections wait (held by a keeper) for the next runner."""
+    import threading
+
+    import httpx
+
+    real.start_controller()
+    rows = real.wait_ready(*BUNDLED)
+    url, before = rows["everything"]["endpoint"], real.run_record("everything")
+    accept = {"Accept": "application/json, text/event-stream"}
+    outcomes: list[tuple[float, float, str]] = []   # (sent, answered, "ok" or what failed)
+    stop = threading.Event()
+
+    def busy_client() -> None:
+        with httpx.Client(timeout=60) as http:
+            opened = http.post(url, headers=accept, json={
+                "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+            session = {**accept, "Mcp-Session-Id": opened.headers["mcp-session-id"]}
+            n = 0
+            while not stop.wait(0.02):
+                n += 1
+                sent = time.monotonic()
+                try:
+                    reply = http.post(url, headers=session, json={"jsonrpc": "2.0", "id": n, "method": "tools/list"})
+                    ok = reply.status_code == 200 and "result" in reply.json()
+                    outcomes.append((sent, time.monotonic(), "ok" if ok else f"{reply.status_code} {reply.text[:120]}"))
+                except httpx.HTTPError as exc:
+                    outcomes.append((sent, time.monotonic(), repr(exc)))
+
+    client = threading.Thread(target=busy_client)
+    client.start()
+    try:
+        real.wait_until(lambda: len(outcomes), lambda n: n >= 10, what="the client's first answers")
+        crashed_at = time.monotonic()
+        os.kill(before["server_pid"], signal.SIGKILL)
+        real.wait_until(real.rows, lambda r: real.probed_ready(r, "everything", not_pid=before["server_pid"]),
+                        what="everything back after kill -9 of its server")
+        seen = len(outcomes)
+        real.wait_until(lambda: len(outcomes), lambda n: n >= seen + 10, what="answers after the restart")
+    finally:
+        stop.set()
+        client.join(60)
+    in_flight = [o for o in outcomes if o[0] < crashed_at <= o[1]]
+    after_crash = [o for o in outcomes if o[0] >= crashed_at]
+    waited = max((answered - sent for sent, answered, _ in after_crash), default=0.0)
+    print(f"\nkill -9 of the server: {len(after_crash)} requests sent after the crash, longest wait "
+          f"{waited * 1000:.0f} ms; failed: {[o[2] for o in outcomes if o[2] != 'ok']}")
+    assert [o[2] for o in after_crash if o[2] != "ok"] == []
+    assert len(in_flight) <= 1
+    assert real.run_record("everything")["runner_pid"] != before["runner_pid"]
+
+
+def test_stop_all_lets_go_of_an_endpoint_held_for_a_server_that_will_not_come_back(local) -> None:
+    # the runner's own handshake is two requests: the server exits right after it has started serving
+    local.write_manifest("once", {"source": {"path": str(local.fault_server("exit_after_n.py"))},
+                                  "env": {"EXIT_AFTER_N": "2"}, "restartPolicy": "Never",
+                                  "holdRequestsSeconds": 600, "tests": {"gate": False}})
+    local.start_controller()
+    local.wait_until(local.rows, lambda r: (r.get("once") or {}).get("phase") == "Failed",
+                     what="once exited for good (restartPolicy Never)")
+    port = yaml.safe_load((local.state_dir / "ports.json").read_text())["once"]
+    assert not ports.can_bind(port)   # its keeper holds the endpoint, waiting for a runner that will not come
+    local.controllers[-1].stop()
+    result = local.cli("stop-all")
+    assert "held since a crash, let go" in result.out, str(result)
+    local.wait_until(lambda: ports.can_bind(port), lambda free: free, what="the port free again")

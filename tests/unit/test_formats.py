@@ -88,7 +88,7 @@ def test_legacy_http_health_probes_are_ignored_with_a_warning_per_server():
     assert "servers.weather.health_check" in probe_warnings[1]
 
 
-def test_claude_desktop_config_converts_local_servers_renames_and_skips_docker():
+def test_claude_desktop_config_converts_local_servers_and_renames():
     converted = load_foreign(FIXTURES / "claude_desktop_config.json")
     got = specs(converted)
     assert list(got) == ["memory", "fetch", "git", "brave-search"]
@@ -97,7 +97,6 @@ def test_claude_desktop_config_converts_local_servers_renames_and_skips_docker()
     assert got["brave-search"]["env"] == {"BRAVE_API_KEY": "${BRAVE_API_KEY}"}
     assert any("'Brave Search' is not a valid server name: using 'brave-search'" in w
                for w in converted.warnings)
-    assert any("mcpServers.puppeteer" in w and "container" in w and "skipped" in w for w in converted.warnings)
 
 
 def test_cursor_config_skips_the_remote_url_entry_without_printing_its_token():
@@ -263,11 +262,11 @@ def test_interpreter_options_are_dropped_with_a_warning():
     assert any("node options dropped: --enable-source-maps" in w for w in warnings)
 
 
-def test_docker_run_is_skipped_with_a_warning_naming_the_entry():
-    spec, warnings = convert_one("docker", ["run", "-i", "--rm", "mcp/time"])
-    assert spec is None
-    assert warnings == ["mcpServers.srv: 'docker run' runs a container, not a local process "
-                        "this tool manages: skipped"]
+def test_docker_run_is_a_problem_naming_the_file_and_the_entry():
+    error = error_of({"mcpServers": {"srv": {"command": "docker", "args": ["run", "-i", "--rm", "mcp/time"]}}},
+                     file="mcp.json")
+    assert str(error) == ("mcp.json mcpServers.srv: 'docker run' runs a container: containers are not supported; "
+                          "run the server as a local process (npx, uvx, a script) instead")
 
 
 def test_a_disabled_client_entry_is_converted_as_stopped():
@@ -346,11 +345,11 @@ def test_a_bad_env_name_is_named_since_names_are_not_secret():
     assert str(error) == "cfg.json mcpServers.srv.env: 'bad-key' is not a valid name here"
 
 
-def test_python_dash_m_is_kept_as_a_path_source_with_a_warning_that_says_why():
+def test_python_dash_m_becomes_the_guessed_pypi_package_with_a_warning_that_says_why():
     spec, warnings = convert_one("/usr/bin/python3", ["-m", "mcp_server_time"])
-    assert spec == {"source": {"path": "/usr/bin/python3"}, "args": ["-m", "mcp_server_time"]}
-    assert warnings == ["mcpServers.srv: '/usr/bin/python3' runs no .js or .py script: kept as a "
-                        "local path source; check that it needs no install step"]
+    assert spec == {"source": {"pypi": "mcp-server-time"}, "command": ["python", "-m", "mcp_server_time"]}
+    assert warnings == ["mcpServers.srv: 'python3 -m mcp_server_time' taken for the PyPI package "
+                        "'mcp-server-time' (guessed from the module name): check that it is the package you meant"]
 
 
 def test_schema_messages_under_env_never_quote_the_value():

@@ -329,6 +329,8 @@ def test_a_relative_source_path_and_env_file_resolve_against_the_manifest_direct
 def test_a_relative_manifest_path_still_resolves_sources_against_its_directory(
         write_manifest: WriteManifest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_manifest(server("a", source="{path: ../servers/srv.py}"))
+    (tmp_path / "servers").mkdir()
+    (tmp_path / "servers" / "srv.py").write_text("")
     monkeypatch.chdir(tmp_path)
     spec = load("manifests/manifest.yaml").by_name["a"]
     assert spec.source.ref == str(tmp_path / "servers" / "srv.py")

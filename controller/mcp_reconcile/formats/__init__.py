@@ -32,6 +32,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
+from mcp_reconcile import safeload
 from mcp_reconcile.errors import ManifestError
 from mcp_reconcile.model import API_VERSION, KIND
 
@@ -80,18 +81,22 @@ def detect_format(data: object) -> str | None:
 
 
 def load_foreign(path: str | Path) -> Converted:
-    """Read, parse (JSON or JSONC), detect, schema-check and convert one foreign config file."""
+    """Read (bounded, see `safeload`), parse (JSON or JSONC), detect, schema-check and convert one foreign
+    config file. Every problem is a ManifestError naming the file."""
     from mcp_reconcile.formats import jsonc
 
-    file = str(path)
+    file = safeload.shown_path(path)
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ManifestError(f"cannot read: {exc.strerror or exc}", file=file) from None
+        text = safeload.read_bounded(path).decode("utf-8-sig")
+        base_dir = Path(path).resolve().parent
+    except ManifestError as exc:
+        raise exc.located(file=file) from None
     except UnicodeDecodeError:
         raise ManifestError("cannot read: not UTF-8 text", file=file) from None
+    except (OSError, RuntimeError) as exc:
+        raise ManifestError(f"cannot resolve its directory: {exc}", file=file) from None
     data = jsonc.loads(text, file=file)
-    return convert(data, file=file, base_dir=Path(path).resolve().parent)
+    return convert(data, file=file, base_dir=base_dir)
 
 
 def convert(data: object, *, file: str, base_dir: Path) -> Converted:

@@ -9,20 +9,31 @@ from __future__ import annotations
 
 import json
 
+from mcp_reconcile import safeload
 from mcp_reconcile.errors import ManifestError
 
 
 def loads(text: str, *, file: str) -> object:
-    """Parse JSONC text; a syntax error becomes a ManifestError with the line."""
+    """Parse JSONC text; a syntax error, or a value beyond `safeload`'s depth and node bounds, becomes a
+    ManifestError (with the line where json gives one)."""
     try:
         stripped = strip_comments(text)
     except _UnterminatedComment as exc:
         raise ManifestError("not valid JSON: unterminated /* comment", file=file, line=exc.line) from None
     try:
-        return json.loads(stripped)
+        data = json.loads(stripped)
     except json.JSONDecodeError as exc:
         raise ManifestError(f"not valid JSON: {exc.msg} (column {exc.colno})", file=file,
                             line=exc.lineno) from None
+    except RecursionError:   # json recurses per nesting level: a deep file must be a problem, not a crash
+        raise ManifestError(f"nested more than {safeload.MAX_DEPTH} levels deep", file=file) from None
+    except ValueError as exc:   # e.g. an integer of more digits than Python converts
+        raise ManifestError(f"not valid JSON: {exc}", file=file) from None
+    try:
+        safeload.check_size(data)
+    except ManifestError as exc:
+        raise exc.located(file=file) from None
+    return data
 
 
 class _UnterminatedComment(ValueError):

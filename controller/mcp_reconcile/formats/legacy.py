@@ -3,7 +3,7 @@
     {"servers": {NAME: {"type": "nodejs|python", "command", "args", "env",
                         "health_check": {"endpoint", "port", "interval", "timeout"}}}}
 
-Commands map as in `mcpservers.launch_spec`; relative script paths resolve against the config file's
+Commands map as in `launchers.launch_spec`; relative script paths resolve against the config file's
 directory. Env values (`${VAR}` included) are kept verbatim. `health_check.interval/timeout` become
 `spec.health`; `endpoint`/`port` were HTTP GET probes, which we replaced by MCP probes, so they are
 ignored with a warning.
@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mcp_reconcile.formats import Conversion, Converted, json_path
-from mcp_reconcile.formats.mcpservers import launch_spec
+from mcp_reconcile.formats.launchers import launch_spec
 
 SCHEMA = "legacy-servers-config.schema.json"
 LEGACY_TYPES = frozenset({"nodejs", "python"})
@@ -26,8 +26,13 @@ def detect(data: dict) -> bool:
     servers = data.get("servers")
     if not isinstance(servers, dict) or "inputs" in data:
         return False
-    return any(isinstance(e, dict) and (e.get("type") in LEGACY_TYPES or "health_check" in e)
+    return any(isinstance(e, dict) and (_is_legacy_type(e.get("type")) or "health_check" in e)
                for e in servers.values())
+
+
+def _is_legacy_type(kind: object) -> bool:
+    """Detection runs before any schema check, so `type` may be anything (a list is unhashable)."""
+    return isinstance(kind, str) and kind in LEGACY_TYPES
 
 
 def convert(data: dict, *, file: str, base_dir: Path) -> Converted:
@@ -47,8 +52,6 @@ def convert(data: dict, *, file: str, base_dir: Path) -> Converted:
 
 def _entry_spec(entry: dict, *, path: str, base_dir: Path, conv: Conversion) -> dict | None:
     spec = launch_spec(entry["command"], entry.get("args", []), path=path, base_dir=base_dir, conv=conv)
-    if spec is None:
-        return None
     _check_type(entry.get("type"), spec, path, conv)
     if entry.get("env"):
         spec["env"] = dict(entry["env"])

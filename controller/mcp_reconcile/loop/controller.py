@@ -23,7 +23,7 @@ from mcp_reconcile import events, render
 from mcp_reconcile.alerts import AlertGate, AlertSink, alert_kind, make_alert
 from mcp_reconcile.apply import Limits, apply_plan
 from mcp_reconcile.cli import Options
-from mcp_reconcile.desired import load_desired
+from mcp_reconcile.desired import has_errors, load_desired
 from mcp_reconcile.effects import HostEffects
 from mcp_reconcile.ledger import Ledger, is_ready
 from mcp_reconcile.loop.backoff import Backoff, BackoffState
@@ -57,6 +57,11 @@ DEPENDENCY_WAIT_S = 1.0
 STARTING_RECHECK_S = 0.5
 # How often the health report and the systemd STATUS line are refreshed.
 REPORT_INTERVAL_S = 5.0
+# Passes in progress at shutdown (a start waiting for its runner, a stop) get this long to finish before they
+# are cancelled: runners live on in sessions of their own and the next controller adopts them.
+SHUTDOWN_PASS_GRACE_S = 3.0
+# Bound on cancelled tasks (cut-short passes, timers, the test run) ending at shutdown.
+SHUTDOWN_CANCEL_TIMEOUT_S = 2.0
 
 
 class Controller:
@@ -75,6 +80,7 @@ class Controller:
                                    spawner=RunnerSpawner(state.root))
         self.desired: dict[str, ServerSpec] = {}
         self.held: dict[str, str] = {}   # servers with no usable spec, left as they are -> why
+        self.last_good: dict[str, str] = {}   # servers supervised on their last good spec -> why (broken file)
         self.backoff: dict[str, BackoffState] = {}
         self._policies: dict[BackoffSpec, Backoff] = {}
         self.missing_since: dict[str, float] = {}
@@ -85,6 +91,8 @@ class Controller:
         self.first_pass: set[str] = set()
         self.ready_sent = False
         self._stop = asyncio.Event()
+        self.stopping = False
+        self._tests: asyncio.Task[None] | None = None   # --test / --all: the suite, run once in the background
 
     # desired state ------------------------------------------------------------------------------
     def reload(self, reason: str) -> set[str]:
@@ -101,19 +109,24 @@ class Controller:
         now = self.clock.now()
         for name in new:
             self.missing_since.pop(name, None)
+        # a file with a problem is ignored as a whole: every server it named in the last good load keeps its
+        # last good spec and stays supervised (never stopped or removed for a parse or schema error)
+        protected = desired.held | {n: has_errors(s.origin.file) for n, s in self.desired.items()
+                                    if n not in new and desired.ignores(s.origin.file)}
         # a server whose manifest vanished is removed only when it is still gone REMOVAL_GRACE_S later:
         # an editor or a slow writer rewriting the file must not stop and uninstall it
-        vanished = {n for n in self.desired if n not in new and n not in desired.protected}
+        vanished = {n for n in self.desired if n not in new and n not in protected}
         waiting = {n for n in vanished if now - self.missing_since.setdefault(n, now) < REMOVAL_GRACE_S}
         if waiting:
             asyncio.get_running_loop().call_later(REMOVAL_GRACE_S, self.on_manifests_changed, set())
         keep = {n: s for n, s in self.desired.items()
-                if n not in new and (n in desired.protected or n in waiting)}
+                if n not in new and (n in protected or n in waiting)}
         merged = {**keep, **new}
         changed = {n for n in set(merged) | set(self.desired)
                    if n not in merged or n not in self.desired or merged[n].generation != self.desired[n].generation
                    or merged[n].desired_state != self.desired[n].desired_state}
         self.held = {n: why for n, why in desired.held.items() if n not in keep}
+        self.last_good = {n: why for n, why in protected.items() if n in keep}
         # specs of removed servers, until they are gone: their dependsOn still orders their stops
         self.removed_specs.update({n: spec for n, spec in self.desired.items() if n not in merged})
         for name in merged:
@@ -275,6 +288,7 @@ class Controller:
         run = self.state.read_run(name) if obs.running else None
         if run and run.get("runner_pid") and not self.exits.watch(name, run["runner_pid"]):
             self.queue.add(name)   # it exited between observing and watching
+        self.ledger.update(name, last_good_spec=False)
         record_status(self.ledger, None, self._observe(name, obs), now=time.time(), held=why)
         self.ledger.save()
 
@@ -304,9 +318,12 @@ class Controller:
             run = self.state.read_run(name) or {}
             if run.get("runner_pid") and not self.exits.watch(name, run["runner_pid"]):
                 self.queue.add(name)   # it exited between observing and watching
-            if obs.endpoint:
-                self.health.ensure(name, obs.endpoint, interval_s=spec.health.interval_s,
-                                   timeout_s=spec.health.timeout_s, token=spec.endpoint_token)
+            if obs.endpoint:   # one probe loop per server process: a new runner, or a generation swapped in
+                # by the same runner (a new server pid), gets a new loop whose first probe runs at once
+                self.health.ensure(name, obs.endpoint, runner=(run.get("runner_pid"), run.get("runner_create_time"),
+                                                              run.get("server_pid")),
+                                   interval_s=spec.health.interval_s, timeout_s=spec.health.timeout_s,
+                                   token=spec.endpoint_token)
             else:   # a re-adopted runner still starting: its endpoint comes soon, its runner exit wakes us too
                 self.queue.add(name, after_s=STARTING_RECHECK_S)
         elif not obs.running:
@@ -315,7 +332,9 @@ class Controller:
             if self.state.run_record_path(name).exists():
                 self.queue.add(name)   # it exited during this pass: count the exit in a pass of its own
         previous = self.ledger.get(name).get("phase")
-        entry = record_status(self.ledger, spec, obs, now=time.time())
+        # `status` (another process, without this spec) shows what is recorded here while this flag is set
+        self.ledger.update(name, last_good_spec=name in self.last_good)
+        entry = record_status(self.ledger, spec, obs, now=time.time(), held=self.last_good.get(name))
         if entry.get("phase") != previous:
             kind = alert_kind(previous, entry["phase"])
             settled = not self.backoff.get(name, BackoffState()).failures
@@ -334,7 +353,7 @@ class Controller:
     def _first_pass_done(self, name: str) -> None:
         """READY=1 once every server had its first pass, whatever its outcome."""
         self.first_pass.discard(name)
-        if not self.first_pass and not self.ready_sent:
+        if not self.first_pass and not self.ready_sent and not self.stopping:   # a pass cut short at shutdown
             self._send_ready()
 
     def _send_ready(self) -> None:
@@ -429,21 +448,45 @@ class Controller:
             else:
                 await self._stop.wait()
         finally:
-            self.notifier.stopping()
-            self.log.info("controller.stopping", summary=self.summary())
-            watcher.stop()
-            self.queue.shutdown()
-            for t in timers:
-                t.cancel()
-            await asyncio.gather(*workers, *timers, return_exceptions=True)
-            await self.health.aclose()
-            self.exits.close()
-            if self.effects.spawner is not None:
-                self.effects.spawner.close()
-            self._report()
-            self.ledger.save()
-            await self.alerts.aclose()
+            await self._shut_down(watcher, workers, timers)
         return render.EXIT_OK
+
+    async def _shut_down(self, watcher: ManifestWatcher, workers: list[asyncio.Task[None]],
+                         timers: list[asyncio.Task[None]]) -> None:
+        """Stop watching and probing, let passes in progress finish within a grace, and leave: every wait here
+        is bounded, so SIGTERM or the end of --monitor-duration ends the process promptly. Runners live on."""
+        started = self.clock.now()
+        self.stopping = True
+        self.notifier.stopping()
+        self.log.info("controller.stopping", summary=self.summary())
+        watcher.stop()
+        self.queue.shutdown()
+        background = [*timers, *([self._tests] if self._tests else [])]
+        for t in background:
+            t.cancel()
+        unfinished = await self.health.aclose()
+        _, passes = await asyncio.wait(workers, timeout=SHUTDOWN_PASS_GRACE_S) if workers else (set(), set())
+        for t in passes:
+            t.cancel()
+        unfinished += await _cancelled(background + list(passes), timeout_s=SHUTDOWN_CANCEL_TIMEOUT_S)
+        self.exits.close()
+        if self.effects.spawner is not None:
+            self.effects.spawner.close()
+        for name in self.last_good:   # nobody supervises them once this process is gone: `status` must say so
+            self.ledger.update(name, last_good_spec=False)
+        self._report()
+        self.ledger.save()
+        await self.alerts.aclose()
+        self.log.info("controller.stopped", duration_s=round(self.clock.now() - started, 3),
+                      passes_cut_short=len(passes), unfinished=sorted(unfinished))
+
+
+async def _cancelled(tasks: list[asyncio.Task[Any]], *, timeout_s: float) -> list[str]:
+    """Wait (bounded) for tasks that were told to end; the names of those still running then."""
+    if not tasks:
+        return []
+    _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    return sorted(t.get_name() for t in pending)
 
 
 def run_controller(opts: Options) -> int:
