@@ -34,8 +34,8 @@ def control_address(state_root: str, name: str) -> str:
     return f"\0mcp-reconcile/{digest:08x}/{name}"
 
 
-def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
-    sock = writer.get_extra_info("socket")
+def _peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end of a Unix socket (SO_PEERCRED)."""
     try:
         _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                               struct.calcsize("3i")))
@@ -44,18 +44,23 @@ def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
     return int(uid)
 
 
+def _meant_for(request: Any, *, state_root: str, name: str) -> bool:
+    """Does `request` name this runner's state dir and server (another state dir could share the address)?"""
+    return isinstance(request, dict) and request.get("name") == name \
+        and os.path.abspath(str(request.get("state_dir"))) == os.path.abspath(state_root)
+
+
 async def serve_control(address: str, *, state_root: str, name: str, handler: Handler) -> asyncio.AbstractServer:
     """Listen on `address`; each request of our uid naming this runner goes to `handler`, its answer back."""
 
     async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            if _peer_uid(writer) != os.getuid():
+            if _peer_uid(writer.get_extra_info("socket")) != os.getuid():
                 answer: dict[str, Any] = {"ok": False, "error": "refused: another user"}
             else:
                 line = await reader.readline()
                 request = json.loads(line) if line else {}
-                if not isinstance(request, dict) or request.get("name") != name \
-                        or os.path.abspath(str(request.get("state_dir"))) != os.path.abspath(state_root):
+                if not _meant_for(request, state_root=state_root, name=name):
                     answer = {"ok": False, "error": "refused: this runner serves another server"}
                 else:
                     answer = await handler(request)
@@ -121,13 +126,10 @@ def keep_listener(listener: socket.socket, control: socket.socket, *, state_root
         with conn:
             conn.settimeout(KEEPER_EXCHANGE_TIMEOUT_S)
             try:
-                _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                                      struct.calcsize("3i")))
                 request = json.loads(conn.recv(MAX_REQUEST_BYTES).split(b"\n", 1)[0] or b"{}")
             except (OSError, ValueError):
                 continue
-            if uid != os.getuid() or not isinstance(request, dict) or request.get("name") != name \
-                    or os.path.abspath(str(request.get("state_dir"))) != os.path.abspath(state_root):
+            if _peer_uid(conn) != os.getuid() or not _meant_for(request, state_root=state_root, name=name):
                 continue
             if request.get("op") == TAKE:
                 control.close()   # before the answer: the taker binds this address next
