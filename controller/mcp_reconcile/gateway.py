@@ -22,12 +22,12 @@ import os
 import re
 import socket
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any
 
 import h11
 
-from mcp_reconcile import eras
+from mcp_reconcile import eras, httpio
+from mcp_reconcile.httpio import READ_CHUNK, Reply, Stream
 from mcp_reconcile.serverlink import ServerLink, ServerUnavailable
 from mcp_reconcile.sessionbook import MAX_SESSIONS, SessionBook
 
@@ -45,79 +45,14 @@ REQUEST_TIMEOUT_S = 300.0
 MAX_BODY_BYTES = 16 * 1024 * 1024
 # Largest request line + headers h11 buffers (431 above it).
 MAX_HEADER_BYTES = 64 * 1024
-# Bytes read from a client socket at a time.
-READ_CHUNK = 64 * 1024
 # A kept-alive connection with no new request for this long is closed (clients reconnect transparently).
 IDLE_TIMEOUT_S = 120.0
 # From a request's first byte to the end of its headers, and then to the end of its body: slow senders
 # (slowloris) are cut off instead of piling up.
 HEADER_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 30.0
-# Messages queued for a stream whose client reads too slowly; beyond this the oldest is dropped.
-MAX_STREAM_BACKLOG = 1000
 
-_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _LOOPBACK_ORIGIN = re.compile(r"http://(127\.0\.0\.1|localhost)(:\d{1,5})?")
-_SSE_HEADERS = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
-
-
-@dataclass
-class Reply:
-    status: int
-    body: bytes = b""
-    headers: list[tuple[str, str]] = field(default_factory=list)
-
-
-def _json_reply(status: int, message: dict[str, Any], headers: list[tuple[str, str]] | None = None) -> Reply:
-    body = json.dumps(message, separators=(",", ":")).encode()
-    return Reply(status, body, [("Content-Type", "application/json"), *(headers or [])])
-
-
-def _error_reply(status: int, request_id: Any, code: int, message: str,
-                 headers: list[tuple[str, str]] | None = None, data: Any = None) -> Reply:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if data is not None:
-        error["data"] = data
-    return _json_reply(status, {"jsonrpc": "2.0", "id": request_id, "error": error}, headers)
-
-
-def _closing(reply: Reply) -> Reply:
-    """The reply, ending the connection: sent before the request body was read, so nothing else can follow."""
-    return Reply(reply.status, reply.body, [*reply.headers, ("Connection", "close")])
-
-
-def _same_secret(given: bytes, expected: bytes) -> bool:
-    """Compare without an early exit (hmac.compare_digest would pull in OpenSSL: +4 MB per runner)."""
-    if len(given) != len(expected):
-        return False
-    diff = 0
-    for a, b in zip(given, expected, strict=True):
-        diff |= a ^ b
-    return diff == 0
-
-
-def _sse_event(message: dict[str, Any]) -> bytes:
-    return b"event: message\ndata: " + json.dumps(message, separators=(",", ":")).encode() + b"\n\n"
-
-
-class Stream:
-    """Messages on their way to one client's SSE stream (a POST's or the session's GET stream)."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.open = True
-
-    def put(self, message: dict[str, Any]) -> None:
-        if not self.open:
-            return
-        if self.queue.qsize() >= MAX_STREAM_BACKLOG:
-            self.queue.get_nowait()
-        self.queue.put_nowait(message)
-
-    def end(self) -> None:
-        """No more messages: a reader waiting on the queue wakes up and sees the stream closed."""
-        self.open = False
-        self.queue.put_nowait({})
 
 
 @dataclass
@@ -148,8 +83,9 @@ class Gateway:
                  discover_result: dict[str, Any] | None = None, serves_modern: bool = False,
                  token: str | None = None,
                  request_timeout_s: float = REQUEST_TIMEOUT_S, path: str = "/mcp",
-                 sessions: SessionBook | None = None) -> None:
+                 sessions: SessionBook | None = None, allowed_hosts: frozenset[str] = frozenset()) -> None:
         self.link = link
+        self.allowed_hosts = allowed_hosts   # Host names accepted besides loopback (runner --allow-host)
         self.era = era
         self.initialize_result = initialize_result
         self.discover_result = discover_result or {}
@@ -192,14 +128,14 @@ class Gateway:
         """A notification of the gateway's own (list_changed after a swap) to every session's stream."""
         self._fan_out({"jsonrpc": "2.0", "method": method})
 
-    async def start(self, port: int = 0, *, sock: socket.socket | None = None) -> int:
-        """Listen on 127.0.0.1:`port` (0: any free port), or on `sock` (a listening socket taken over from a
+    async def start(self, port: int = 0, *, sock: socket.socket | None = None, host: str = "127.0.0.1") -> int:
+        """Listen on `host`:`port` (0: any free port), or on `sock` (a listening socket taken over from a
         keeper, with the connections that waited in it), and return the port."""
         if sock is not None:
             sock.setblocking(False)
             self._server = await asyncio.start_server(self._serve_connection, sock=sock)
         else:
-            self._server = await asyncio.start_server(self._serve_connection, "127.0.0.1", port, reuse_address=True)
+            self._server = await asyncio.start_server(self._serve_connection, host, port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
@@ -236,7 +172,7 @@ class Gateway:
                 try:
                     reply = await self._handle(conn, reader, writer, event)
                     if reply is not None:
-                        await self._send(conn, writer, reply)
+                        await httpio.send(conn, writer, reply)
                 finally:
                     self._busy -= counted
                     if not self._busy:
@@ -246,9 +182,10 @@ class Gateway:
                 conn.start_next_cycle()
         except h11.RemoteProtocolError as exc:   # malformed, or headers too large (431)
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                reply = _closing(Reply(exc.error_status_hint, str(exc).encode(), [("Content-Type", "text/plain")]))
+                reply = httpio.closing(Reply(exc.error_status_hint, str(exc).encode(),
+                                             [("Content-Type", "text/plain")]))
                 with contextlib.suppress(ConnectionError, h11.LocalProtocolError):
-                    await self._send(conn, writer, reply)
+                    await httpio.send(conn, writer, reply)
         except (ConnectionError, h11.LocalProtocolError, TimeoutError):
             pass
         finally:
@@ -264,34 +201,27 @@ class Gateway:
             data = await reader.read(READ_CHUNK)
         conn.receive_data(data)
         async with asyncio.timeout(HEADER_TIMEOUT_S):
-            return await self._next_event(conn, reader)
+            return await httpio.next_event(conn, reader)
 
-    @staticmethod
-    async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
-        while True:
-            event = conn.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            conn.receive_data(await reader.read(READ_CHUNK))
 
     async def _handle(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       request: h11.Request) -> Reply | None:
         head_size = len(request.target) + sum(len(name) + len(value) + 4 for name, value in request.headers)
         if head_size > MAX_HEADER_BYTES:   # h11 bounds only what it buffers while a head is incomplete
-            return _closing(Reply(431, b"request header fields too large\n"))
+            return httpio.closing(Reply(431, b"request header fields too large\n"))
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in request.headers}
         denied = self._check_access(request.target, headers)
         length = headers.get("content-length", "0")
         if denied is None and length.isdigit() and int(length) > MAX_BODY_BYTES:
             denied = Reply(413, b"request body too large\n")
         if denied is not None:
-            return _closing(denied)
+            return httpio.closing(denied)
         if conn.they_are_waiting_for_100_continue:  # curl asks before sending a larger body
             writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))  # type: ignore[arg-type]
         async with asyncio.timeout(BODY_TIMEOUT_S):
             body = await self._read_body(conn, reader)
         if body is None:
-            return _closing(Reply(413, b"request body too large\n"))
+            return httpio.closing(Reply(413, b"request body too large\n"))
         if request.method == b"POST":
             return await self._post(conn, writer, headers, body)
         if request.method == b"GET":
@@ -304,7 +234,7 @@ class Gateway:
         chunks: list[bytes] = []
         size = 0
         while True:
-            event = await self._next_event(conn, reader)
+            event = await httpio.next_event(conn, reader)
             if isinstance(event, h11.Data):
                 size += len(event.data)
                 if size > MAX_BODY_BYTES:
@@ -315,40 +245,22 @@ class Gateway:
             else:
                 raise ConnectionError("client went away mid-request")
 
-    @staticmethod
-    async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, reply: Reply) -> None:
-        headers = reply.headers if reply.status == 204 else [*reply.headers, ("Content-Length", str(len(reply.body)))]
-        response = h11.Response(status_code=reply.status, headers=headers, reason=_REASONS.get(reply.status, b""))
-        parts = [conn.send(response)]
-        if reply.body:
-            parts.append(conn.send(h11.Data(data=reply.body)))
-        parts.append(conn.send(h11.EndOfMessage()))
-        writer.write(b"".join(parts))  # type: ignore[arg-type]  # one send(2) per response
-        await writer.drain()
 
-    @staticmethod
-    async def _start_stream(conn: h11.Connection, writer: asyncio.StreamWriter,
-                            headers: list[tuple[str, str]]) -> None:
-        writer.write(conn.send(h11.Response(status_code=200, headers=[*_SSE_HEADERS, *headers],  # type: ignore[arg-type]
-                                            reason=b"OK")))
-        await writer.drain()
 
-    @staticmethod
-    async def _stream_event(conn: h11.Connection, writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
-        writer.write(conn.send(h11.Data(data=_sse_event(message))))  # type: ignore[arg-type]
-        await writer.drain()
 
     # access -----------------------------------------------------------------------------------------------
     def _check_access(self, target: bytes, headers: dict[str, str]) -> Reply | None:
         """403 for a foreign Host or Origin (DNS rebinding), 401 without the token, 404 off the path."""
-        if headers.get("host") not in (f"127.0.0.1:{self.port}", f"localhost:{self.port}"):
+        host = headers.get("host")
+        if host not in (f"127.0.0.1:{self.port}", f"localhost:{self.port}") and (
+                not host or host.rsplit(":", 1)[0] not in self.allowed_hosts):
             return Reply(403, b"forbidden: Host must be 127.0.0.1 or localhost\n")
         origin = headers.get("origin")
         if origin is not None and not _LOOPBACK_ORIGIN.fullmatch(origin):
             return Reply(403, b"forbidden: Origin is not a loopback origin\n")
         if self._token is not None:
             scheme, _, given = headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not _same_secret(given.strip().encode(), self._token):
+            if scheme.lower() != "bearer" or not httpio.same_secret(given.strip().encode(), self._token):
                 return Reply(401, b"unauthorized\n", [("WWW-Authenticate", 'Bearer realm="mcp-reconcile"')])
         if target.split(b"?", 1)[0] != self.path:
             return Reply(404, b"not found: the endpoint is " + self.path + b"\n")
@@ -360,11 +272,11 @@ class Gateway:
         try:
             message = json.loads(body)
         except (ValueError, RecursionError):
-            return _error_reply(400, None, PARSE_ERROR, "Parse error: body is not JSON (or nested too deeply)")
+            return httpio.error_reply(400, None, PARSE_ERROR, "Parse error: body is not JSON (or nested too deeply)")
         if isinstance(message, list):
-            return _error_reply(400, None, INVALID_REQUEST, "JSON-RPC batches are not supported")
+            return httpio.error_reply(400, None, INVALID_REQUEST, "JSON-RPC batches are not supported")
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
-            return _error_reply(400, None, INVALID_REQUEST, "not a JSON-RPC 2.0 message")
+            return httpio.error_reply(400, None, INVALID_REQUEST, "not a JSON-RPC 2.0 message")
         call_or_refusal = self._classify(message, headers)
         if isinstance(call_or_refusal, Reply):
             return call_or_refusal
@@ -372,7 +284,7 @@ class Gateway:
         method = message.get("method")
         if not isinstance(method, str):   # a client's response to a server request we handed it
             answered = await self._answer_server(message, call.session_id)
-            return Reply(202) if answered else _error_reply(
+            return Reply(202) if answered else httpio.error_reply(
                 400, message.get("id"), INVALID_REQUEST, "no open server request has this id for this client")
         if "id" not in message:
             return await self._notification(call, method)
@@ -390,24 +302,24 @@ class Gateway:
         if session_id is not None:
             session = self._sessions.get(session_id)
             if session is None:
-                return _error_reply(404, message.get("id"), INVALID_REQUEST, "Session not found")
+                return httpio.error_reply(404, message.get("id"), INVALID_REQUEST, "Session not found")
             if version_header is not None and version_header not in eras.HANDSHAKE_PROTOCOL_VERSIONS:
-                return _error_reply(400, message.get("id"), INVALID_REQUEST,
+                return httpio.error_reply(400, message.get("id"), INVALID_REQUEST,
                                     f"Bad Request: unsupported MCP-Protocol-Version {version_header!r}")
             return Call(message, session_id, session, modern=False, wants_stream=wants_stream)
         if version_header == eras.MODERN_PROTOCOL_VERSION or eras.modern_version_of(message) is not None:
             if isinstance(message.get("method"), str) and "id" in message:
                 refusal = eras.modern_refusal(message, headers)
                 if refusal is not None:
-                    return _error_reply(refusal.status, message.get("id"), refusal.code, refusal.message,
+                    return httpio.error_reply(refusal.status, message.get("id"), refusal.code, refusal.message,
                                         data=refusal.data)
             return Call(message, None, None, modern=True, wants_stream=wants_stream)
         if version_header is not None and version_header not in (*eras.HANDSHAKE_PROTOCOL_VERSIONS,
                                                                  eras.MODERN_PROTOCOL_VERSION):
-            return _error_reply(400, message.get("id"), INVALID_REQUEST,
+            return httpio.error_reply(400, message.get("id"), INVALID_REQUEST,
                                 f"Bad Request: unsupported MCP-Protocol-Version {version_header!r}")
         if self.era == "handshake" and not (message.get("method") == "server/discover" or "method" not in message):
-            return _error_reply(400, message.get("id"), INVALID_REQUEST,
+            return httpio.error_reply(400, message.get("id"), INVALID_REQUEST,
                                 "Bad Request: Mcp-Session-Id header is required (initialize first)")
         # a stateless server judges an envelope-less message itself; a discover probe is a modern client's
         return Call(message, None, None, modern=self.era == "stateless" or message.get("method") == "server/discover",
@@ -428,7 +340,7 @@ class Gateway:
         if len(self._sessions) > MAX_SESSIONS:
             self._forget(next(iter(self._sessions)))
         self._book.opened(session_id, session.capabilities, session.protocol_version, live=self._live)
-        return _json_reply(200, {"jsonrpc": "2.0", "id": message["id"], "result": result},
+        return httpio.json_reply(200, {"jsonrpc": "2.0", "id": message["id"], "result": result},
                            [("Mcp-Session-Id", session_id)])
 
     async def _notification(self, call: Call, method: str) -> Reply:
@@ -474,20 +386,20 @@ class Gateway:
                 await asyncio.wait((forwarded, getter), return_when=asyncio.FIRST_COMPLETED)
                 if getter.done():
                     if not streaming:
-                        await self._start_stream(conn, writer, [])
+                        await httpio.start_stream(conn, writer, [])
                         streaming = True
-                    await self._stream_event(conn, writer, getter.result())
+                    await httpio.stream_event(conn, writer, getter.result())
                     continue
                 getter.cancel()
                 while not stream.queue.empty():   # what arrived together with the response goes first
                     if not streaming:
-                        await self._start_stream(conn, writer, [])
+                        await httpio.start_stream(conn, writer, [])
                         streaming = True
-                    await self._stream_event(conn, writer, stream.queue.get_nowait())
+                    await httpio.stream_event(conn, writer, stream.queue.get_nowait())
                 reply = self._response_reply(call, method, answer_as, await self._outcome(forwarded, call))
                 if not streaming:
                     return reply
-                await self._stream_event(conn, writer, json.loads(reply.body))
+                await httpio.stream_event(conn, writer, json.loads(reply.body))
                 writer.write(conn.send(h11.EndOfMessage()))  # type: ignore[arg-type]
                 await writer.drain()
                 return None
@@ -520,10 +432,10 @@ class Gateway:
         try:
             return await forwarded
         except ServerUnavailable as exc:
-            return _error_reply(503, request_id, SERVER_UNAVAILABLE, f"MCP server unavailable: {exc}",
+            return httpio.error_reply(503, request_id, SERVER_UNAVAILABLE, f"MCP server unavailable: {exc}",
                                 [("Retry-After", "1")])
         except TimeoutError:
-            return _error_reply(504, request_id, REQUEST_TIMED_OUT,
+            return httpio.error_reply(504, request_id, REQUEST_TIMED_OUT,
                                 f"MCP server did not answer within {self.request_timeout_s:g} s")
 
     def _response_reply(self, call: Call, method: str, answer_as: str, response: dict[str, Any] | Reply) -> Reply:
@@ -547,7 +459,7 @@ class Gateway:
             status = 400   # 2026-07-28 HTTP rules, when the server itself refused the envelope
         elif call.modern and code == eras.METHOD_NOT_FOUND:
             status = 404
-        return _json_reply(status, response)
+        return httpio.json_reply(status, response)
 
     # GET: the session's stream ----------------------------------------------------------------------------
     async def _get(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -564,7 +476,7 @@ class Gateway:
         if session.stream is not None:
             session.stream.end()   # one GET stream per session: the newer one replaces it
         stream = session.stream = Stream()
-        await self._start_stream(conn, writer, [("Mcp-Session-Id", session_id)])
+        await httpio.start_stream(conn, writer, [("Mcp-Session-Id", session_id)])
         gone = asyncio.ensure_future(reader.read(1))   # EOF (or anything) from the client ends the stream
         try:
             while stream.open:
@@ -574,7 +486,7 @@ class Gateway:
                     getter.cancel()
                     break
                 if stream.open:
-                    await self._stream_event(conn, writer, getter.result())
+                    await httpio.stream_event(conn, writer, getter.result())
         finally:
             gone.cancel()
             stream.open = False
