@@ -39,6 +39,13 @@ RUNNER_STOP_SLACK_S = 5.0
 LEFTOVER_KILL_TIMEOUT_S = 5.0
 
 
+def _endpoint_args(spec: ServerSpec) -> list[str]:
+    """The runner's endpoint settings, as its flags (a live runner takes them on at a swap too)."""
+    return ["--hold-seconds", str(spec.hold_requests_s), "--request-timeout", str(spec.request_timeout_s),
+            "--sessions", spec.sessions, "--max-sessions", str(spec.max_sessions),
+            "--session-idle", str(spec.session_idle_s)]
+
+
 @dataclass
 class HostEffects:
     state: StateDir
@@ -85,7 +92,7 @@ class HostEffects:
         runner_args = ["--state-dir", str(self.state.root), "--name", spec.name,
                        "--generation", spec.runtime_generation, "--stop-timeout", str(spec.stop_timeout_s),
                        "--startup-timeout", str(timeout), "--ready-fd", READY_FD_PLACEHOLDER,
-                       "--port", str(port), "--path", spec.path, "--hold-seconds", str(spec.hold_requests_s),
+                       "--port", str(port), "--path", spec.path, *_endpoint_args(spec),
                        *(arg for key in sorted(spec.secret_keys) for arg in ("--secret-env", key)),  # names only
                        *(("--token-env", spec.token_env) if spec.token_env else ()),
                        "--", *launch.argv]
@@ -145,7 +152,8 @@ class HostEffects:
         request = {"op": "replace", "state_dir": str(self.state.root), "name": spec.name,
                    "generation": spec.runtime_generation, "argv": list(launch.argv), "env": dict(launch.env),
                    "cwd": launch.cwd, "secret_env": sorted(spec.secret_keys), "token_env": spec.token_env,
-                   "stop_timeout": spec.stop_timeout_s, "startup_timeout": timeout}
+                   "stop_timeout": spec.stop_timeout_s, "startup_timeout": timeout,
+                   "endpoint_args": _endpoint_args(spec)}
         try:
             answer = await handover.ask_runner(handover.control_address(str(self.state.root), spec.name), request,
                                                timeout_s=timeout + RUNNER_STOP_SLACK_S)
@@ -266,20 +274,23 @@ class HostEffects:
     def reap_leftovers(self, name: str, run: RunRecord | None = None) -> bool:
         """Kill what is left of a server's process group when its runner is gone (kill -9, crash)."""
         run = run if run is not None else self.state.read_run(name)
-        pgid = run.get("server_pgid") if run else None
-        if not pgid:
+        if not run or not run.get("server_pgid"):
             return False
-        if run and run.get("state") != "exited" and runner_liveness(run).alive:
+        if run.get("state") != "exited" and runner_liveness(run).alive:
             return False
         runner_pid, runner_started = run.get("runner_pid"), run.get("runner_create_time")
         if not runner_pid or runner_started is None:
             return False
-        members = proc.our_group_members(pgid, session=runner_pid, not_before=runner_started)
-        if not members:
-            return False   # gone, or the number now names a group of someone else's (reboot, pid wrap)
-        reaped = proc.kill_group_and_wait(pgid, timeout_s=LEFTOVER_KILL_TIMEOUT_S)
-        log.warning("server.leftovers_reaped", server=name, pgid=pgid, processes=len(members),
-                    outcome="reaped" if reaped else "still running after SIGKILL")
+        reaped = False
+        # the server's group, and each isolated session's server's own (its pid is its group)
+        for pgid in (run["server_pgid"], *(run.get("session_pids") or ())):
+            members = proc.our_group_members(pgid, session=runner_pid, not_before=runner_started)
+            if not members:
+                continue   # gone, or the number now names a group of someone else's (reboot, pid wrap)
+            done = proc.kill_group_and_wait(pgid, timeout_s=LEFTOVER_KILL_TIMEOUT_S)
+            log.warning("server.leftovers_reaped", server=name, pgid=pgid, processes=len(members),
+                        outcome="reaped" if done else "still running after SIGKILL")
+            reaped = reaped or done
         return reaped
 
     async def test(self, spec: ServerSpec) -> str:

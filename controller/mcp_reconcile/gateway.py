@@ -28,6 +28,7 @@ import h11
 
 from mcp_reconcile import eras, httpio
 from mcp_reconcile.httpio import READ_CHUNK, Reply, Stream
+from mcp_reconcile.isolation import SessionLimit, SessionServers
 from mcp_reconcile.serverlink import ServerLink, ServerUnavailable
 from mcp_reconcile.sessionbook import MAX_SESSIONS, SessionBook
 
@@ -45,6 +46,10 @@ REQUEST_TIMEOUT_S = 300.0
 MAX_BODY_BYTES = 16 * 1024 * 1024
 # Largest request line + headers h11 buffers (431 above it).
 MAX_HEADER_BYTES = 64 * 1024
+# How often idle isolated sessions are looked for (their bound is spec.sessionIdleSeconds).
+SWEEP_INTERVAL_S = 10.0
+# Log levels in order (RFC 5424, as MCP names them): a session that set a level gets what is at or above it.
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 # A kept-alive connection with no new request for this long is closed (clients reconnect transparently).
 IDLE_TIMEOUT_S = 120.0
 # From a request's first byte to the end of its headers, and then to the end of its body: slow senders
@@ -63,6 +68,8 @@ class Session:
     protocol_version: str
     stream: Stream | None = None
     subscriptions: set[str] = field(default_factory=set)
+    init: dict[str, Any] | None = None   # the client's initialize (replayed to an isolated session's server)
+    log_level: str | None = None         # what the client asked with logging/setLevel
 
 
 @dataclass
@@ -83,7 +90,8 @@ class Gateway:
                  discover_result: dict[str, Any] | None = None, serves_modern: bool = False,
                  token: str | None = None,
                  request_timeout_s: float = REQUEST_TIMEOUT_S, path: str = "/mcp",
-                 sessions: SessionBook | None = None, allowed_hosts: frozenset[str] = frozenset()) -> None:
+                 sessions: SessionBook | None = None, allowed_hosts: frozenset[str] = frozenset(),
+                 isolation: SessionServers | None = None) -> None:
         self.link = link
         self.allowed_hosts = allowed_hosts   # Host names accepted besides loopback (runner --allow-host)
         self.era = era
@@ -96,7 +104,10 @@ class Gateway:
         self._token = token.encode() if token else None
         self._book = sessions or SessionBook(None)
         self._sessions: dict[str, Session] = {   # a client's session outlives the runner that opened it
-            sid: Session(info["capabilities"], info["version"]) for sid, info in self._book.load().items()}
+            sid: Session(info["capabilities"], info["version"], init=info.get("init"))
+            for sid, info in self._book.load().items()}
+        self.isolation = isolation   # spec.sessions: isolated (handshake-era sessions get a server each)
+        self._sweeper: asyncio.Task[None] | None = None
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._retiring: list[ServerLink] = []   # earlier generations finishing what they have in flight
@@ -114,6 +125,8 @@ class Gateway:
         """Send new requests to `link` (a new generation of the server); requests in flight on the old one
         finish there. Sessions, streams and connections are the gateway's and stay as they are."""
         self._retiring.append(self.link)
+        if self.isolation is not None:
+            self.isolation.retire_all()   # each session's server is replaced on its next request
         self.link, self.era, self.initialize_result = link, era, initialize_result
         self.discover_result, self.serves_modern = discover_result or {}, serves_modern
         self._token = token.encode() if token else None
@@ -137,6 +150,7 @@ class Gateway:
         else:
             self._server = await asyncio.start_server(self._serve_connection, host, port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
+        self._sweeper = asyncio.create_task(self._sweep_idle_sessions())
         return self.port
 
     def listening_fd(self) -> int | None:
@@ -153,6 +167,8 @@ class Gateway:
 
     def close(self) -> None:
         """Stop accepting and drop open connections (a stopping runner answers no one)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
         for writer in list(self._writers):
@@ -289,7 +305,7 @@ class Gateway:
         if "id" not in message:
             return await self._notification(call, method)
         if method == "initialize":
-            return self._initialize(message)
+            return await self._initialize(message)
         return await self._request(conn, writer, call, method)
 
     def _classify(self, message: dict[str, Any], headers: dict[str, str]) -> Call | Reply:
@@ -325,26 +341,60 @@ class Gateway:
         return Call(message, None, None, modern=self.era == "stateless" or message.get("method") == "server/discover",
                     wants_stream=wants_stream)
 
-    def _initialize(self, message: dict[str, Any]) -> Reply:
-        """Answer from the server's own result (or one built from its discover answer); a new session."""
+    async def _initialize(self, message: dict[str, Any]) -> Reply:
+        """Answer from the server's own result (or one built from its discover answer); a new session.
+        An isolated session's server is started here and answers the client's initialize itself."""
         params = message.get("params") if isinstance(message.get("params"), dict) else {}
         requested = params.get("protocolVersion")
+        if self.isolation is not None and self.era == "handshake":
+            return await self._initialize_isolated(message)
         if self.era == "handshake":
             result = dict(self.initialize_result or {})
             result["protocolVersion"] = eras.negotiated_version(requested, str(result.get("protocolVersion")))
         else:
             result = eras.initialize_from_discover(self.discover_result, requested)
+        session_id = self._open_session(Session(eras.client_capabilities_of(message), result["protocolVersion"]))
+        return httpio.json_reply(200, {"jsonrpc": "2.0", "id": message["id"], "result": result},
+                                 [("Mcp-Session-Id", session_id)])
+
+    async def _initialize_isolated(self, message: dict[str, Any]) -> Reply:
+        assert self.isolation is not None
         session_id = os.urandom(16).hex()
-        session = self._sessions[session_id] = Session(eras.client_capabilities_of(message),
-                                                       result["protocolVersion"])
+        try:
+            response = await self.isolation.open(session_id, message)
+        except SessionLimit as exc:
+            return httpio.error_reply(503, message.get("id"), SERVER_UNAVAILABLE, f"session limit reached: {exc}",
+                                      [("Retry-After", "5")])
+        except (ServerUnavailable, TimeoutError, OSError) as exc:
+            return httpio.error_reply(503, message.get("id"), SERVER_UNAVAILABLE,
+                                      f"could not start this session's server: {exc or 'timed out'}",
+                                      [("Retry-After", "1")])
+        result = response.get("result")
+        if not isinstance(result, dict):
+            return httpio.json_reply(200, {**response, "id": message.get("id")})
+        init = {k: v for k, v in message.items() if k != "id"}
+        self._open_session(Session(eras.client_capabilities_of(message), str(result.get("protocolVersion")),
+                                   init=init), session_id)
+        return httpio.json_reply(200, {**response, "id": message.get("id")}, [("Mcp-Session-Id", session_id)])
+
+    def _open_session(self, session: Session, session_id: str | None = None) -> str:
+        session_id = session_id or os.urandom(16).hex()
+        self._sessions[session_id] = session
         if len(self._sessions) > MAX_SESSIONS:
             self._forget(next(iter(self._sessions)))
-        self._book.opened(session_id, session.capabilities, session.protocol_version, live=self._live)
-        return httpio.json_reply(200, {"jsonrpc": "2.0", "id": message["id"], "result": result},
-                           [("Mcp-Session-Id", session_id)])
+        self._book.opened(session_id, session.capabilities, session.protocol_version, live=self._live,
+                          init=session.init)
+        return session_id
+
+    async def _link_for(self, call: Call) -> ServerLink:
+        """The server process this call goes to: its isolated session's own, or the shared one."""
+        if self.isolation is None or call.session is None or call.session_id is None or self.era != "handshake":
+            return self.link
+        return await self.isolation.link(call.session_id, call.session.init)
 
     async def _notification(self, call: Call, method: str) -> Reply:
-        if method == "notifications/initialized" and not call.modern:
+        isolated = self.isolation is not None and call.session is not None and self.era == "handshake"
+        if method == "notifications/initialized" and not call.modern and not isolated:
             return Reply(202)   # the runner's own handshake with the server already said it
         message = call.message
         if call.modern and self.era == "handshake":
@@ -352,7 +402,7 @@ class Gateway:
         elif not call.modern and self.era == "stateless":
             message = eras.with_envelope(message, call.session.capabilities if call.session else {})
         try:
-            await self.link.notify(message, scope=call.session_id)
+            await (await self._link_for(call)).notify(message, scope=call.session_id)
             if method == "notifications/cancelled":   # the request it names may be on an older generation
                 for link in self._retiring:
                     with contextlib.suppress(ServerUnavailable):
@@ -362,7 +412,8 @@ class Gateway:
         return Reply(202)
 
     async def _answer_server(self, message: dict[str, Any], session_id: str | None) -> bool:
-        for link in (self.link, *self._retiring):   # the request may come from an older generation
+        own = self.isolation.current(session_id) if self.isolation is not None and session_id else None
+        for link in (*([own] if own else []), self.link, *self._retiring):   # or from an older generation
             with contextlib.suppress(ServerUnavailable):
                 if await link.answer_server(message, scope=session_id):
                     return True
@@ -374,7 +425,12 @@ class Gateway:
         message, answer_as = self._translate_in(call, method)
         stream = Stream() if call.wants_stream else None
         capabilities = call.session.capabilities if call.session else eras.client_capabilities_of(call.message)
-        forwarded = asyncio.ensure_future(self.link.request(
+        try:
+            link = await self._link_for(call)
+        except ServerUnavailable as exc:
+            return httpio.error_reply(503, call.message.get("id"), SERVER_UNAVAILABLE,
+                                      f"MCP server unavailable: {exc}", [("Retry-After", "1")])
+        forwarded = asyncio.ensure_future(link.request(
             message, timeout_s=self.request_timeout_s, scope=call.session_id,
             sink=stream.put if stream else None, capabilities=capabilities))
         if stream is None:
@@ -453,6 +509,9 @@ class Gateway:
                 call.session.subscriptions.add(str((call.message.get("params") or {}).get("uri")))
             elif method == "resources/unsubscribe" and call.session is not None:
                 call.session.subscriptions.discard(str((call.message.get("params") or {}).get("uri")))
+            elif method == "logging/setLevel" and call.session is not None:
+                level = (call.message.get("params") or {}).get("level")
+                call.session.log_level = level if level in LOG_LEVELS else None
         status = 200
         code = (response.get("error") or {}).get("code")
         if call.modern and code in (HEADER_MISMATCH, UNSUPPORTED_VERSION):
@@ -497,11 +556,57 @@ class Gateway:
     # server -> clients without a request in flight ----------------------------------------------------------
     def _fan_out(self, message: dict[str, Any]) -> None:
         """A notification tied to no request: every session's stream (resources/updated: its subscribers)."""
-        params = message.get("params") if isinstance(message.get("params"), dict) else {}
-        uri = params.get("uri") if message.get("method") == "notifications/resources/updated" else None
         for session in self._sessions.values():
-            if session.stream is not None and (uri is None or uri in session.subscriptions):
+            if session.stream is not None and self._wants(session, message):
                 session.stream.put(message)
+
+    @staticmethod
+    def _wants(session: Session, message: dict[str, Any]) -> bool:
+        """resources/updated: subscribers of that URI; a log message: sessions that asked for its level."""
+        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        method = message.get("method")
+        if method == "notifications/resources/updated":
+            return params.get("uri") in session.subscriptions
+        if method == "notifications/message":
+            level = params.get("level")
+            return session.log_level is not None and level in LOG_LEVELS and \
+                LOG_LEVELS.index(level) >= LOG_LEVELS.index(session.log_level)
+        return True
+
+    def hook_session_link(self, session_id: str, link: ServerLink) -> None:
+        """What an isolated session's server sends on its own goes to that session only."""
+        link.cancel_on_timeout = True
+
+        def to_session(message: dict[str, Any]) -> None:
+            session = self._sessions.get(session_id)
+            if session is not None and session.stream is not None and self._wants(session, message):
+                session.stream.put(message)
+
+        def server_request(message: dict[str, Any], capability: str | None) -> str | None:
+            session = self._sessions.get(session_id)
+            if session is None or session.stream is None or \
+                    (capability is not None and capability not in session.capabilities):
+                return None
+            session.stream.put(message)
+            return session_id
+
+        link.on_unrouted = to_session
+        link.on_server_request = server_request
+
+    async def _sweep_idle_sessions(self) -> None:
+        """End isolated sessions idle for spec.sessionIdleSeconds (no request, no open GET stream): their
+        servers stop, and the client is told to start a new session (404) if it comes back."""
+        while True:
+            idle_s = self.isolation.idle_s if self.isolation is not None else SWEEP_INTERVAL_S
+            await asyncio.sleep(min(SWEEP_INTERVAL_S, idle_s / 2))
+            if self.isolation is None:
+                continue
+            for session_id in self.isolation.idle():
+                session = self._sessions.get(session_id)
+                if session is None:
+                    self.isolation.close(session_id)
+                elif session.stream is None:
+                    self._forget(session_id)
 
     def _to_a_stream(self, message: dict[str, Any], capability: str | None) -> str | None:
         """A server request no request in flight can carry: the newest capable session with a stream."""
@@ -527,6 +632,8 @@ class Gateway:
         session = self._sessions.pop(session_id)
         if session.stream is not None:
             session.stream.end()
+        if self.isolation is not None:
+            self.isolation.close(session_id)
         self._book.ended(session_id, live=self._live)
 
     def _live(self) -> dict[str, dict[str, Any]]:

@@ -24,6 +24,9 @@ from mcp_reconcile.errors import ManifestError
 from mcp_reconcile.model import (
     API_VERSION,
     DEFAULT_HOLD_REQUESTS_S,
+    DEFAULT_MAX_SESSIONS,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    DEFAULT_SESSION_IDLE_S,
     INSTALL_FIELDS,
     KIND,
     RUNTIME_FIELDS,
@@ -36,6 +39,9 @@ from mcp_reconcile.model import (
     Source,
     TestSpec,
 )
+
+# The endpoint settings a manifest may set; only those set count in the runtime generation.
+ENDPOINT_OPTIONS = ("holdRequestsSeconds", "requestTimeoutSeconds", "sessions", "maxSessions", "sessionIdleSeconds")
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 MANIFEST_SUFFIXES = (".yaml", ".yml")
@@ -186,11 +192,12 @@ def _reason_without_value(error: Any) -> str:
 
 
 def expand(value: str, lookup: Mapping[str, str], *, where: str, refs: set[str] | None = None,
-           unset_ok: bool = False) -> tuple[str, bool]:
+           unset_ok: bool = False, parts: set[str] | None = None) -> tuple[str, bool]:
     """Expand `${VAR}` / `${VAR:-default}` (and `$$` -> `$`); True when any reference was expanded.
 
-    The names referenced are added to `refs`. An unset variable without a default is an error, or ""
-    with `unset_ok`."""
+    The names referenced are added to `refs`, and the values put in for them to `parts` (a secret inside a
+    composed value, `Bearer ${TOK}`, is redacted on its own too). An unset variable without a default is an
+    error, or "" with `unset_ok`."""
     used = False
 
     def repl(match: re.Match[str]) -> str:
@@ -202,6 +209,8 @@ def expand(value: str, lookup: Mapping[str, str], *, where: str, refs: set[str] 
         if refs is not None:
             refs.add(name)
         if name in lookup:
+            if parts is not None:
+                parts.add(lookup[name])
             return lookup[name]
         if default is not None:
             return default
@@ -258,8 +267,10 @@ def build_spec(doc: dict[str, Any], *, origin: Origin, environ: Mapping[str, str
     secret_keys = set(env_file_vars) | marked_secret
     env: dict[str, str] = dict(env_file_vars)
     refs: set[str] = set()
+    parts: set[str] = set()
     for name, raw in (spec.get("env") or {}).items():
-        value, from_ref = expand(_scalar(raw), lookup, where=f"spec.env.{name}", refs=refs, unset_ok=unset_vars_ok)
+        value, from_ref = expand(_scalar(raw), lookup, where=f"spec.env.{name}", refs=refs, unset_ok=unset_vars_ok,
+                                 parts=parts)
         env[name] = value
         if from_ref:
             secret_keys.add(name)
@@ -293,11 +304,14 @@ def build_spec(doc: dict[str, Any], *, origin: Origin, environ: Mapping[str, str
         "tests": spec.get("tests", {}), "stopTimeoutSeconds": spec.get("stopTimeoutSeconds", 5),
         "endpointAuth": spec.get("endpointAuth"),
     }
+    endpoint_options = {k: spec[k] for k in ENDPOINT_OPTIONS if k in spec}
+    if endpoint_options:   # absent when unset: existing servers' generations stay as they were
+        fields["endpointOptions"] = endpoint_options
     digests = generation.field_digests(fields, key)
     return ServerSpec(
         name=meta["name"], source=Source(kind, ref), command=tuple(command) if command else None,
         args=tuple(fields["args"]), env=MappingProxyType(env), secret_keys=frozenset(secret_keys),
-        env_refs=frozenset(refs), token_env=token_env,
+        env_refs=frozenset(refs), secret_parts=frozenset(p for p in parts if p), token_env=token_env,
         transport=fields["transport"], port=fields["port"], path=fields["path"], cwd=cwd,
         desired_state=DesiredState(spec.get("desiredState", "running")),
         restart_policy=RestartPolicy(fields["restartPolicy"]),
@@ -307,6 +321,9 @@ def build_spec(doc: dict[str, Any], *, origin: Origin, environ: Mapping[str, str
                           health.get("failureThreshold", 3)),
         stop_timeout_s=float(fields["stopTimeoutSeconds"]), depends_on=tuple(fields["dependsOn"]),
         hold_requests_s=float(spec.get("holdRequestsSeconds", DEFAULT_HOLD_REQUESTS_S)),
+        request_timeout_s=float(spec.get("requestTimeoutSeconds", DEFAULT_REQUEST_TIMEOUT_S)),
+        sessions=str(spec.get("sessions", "shared")), max_sessions=int(spec.get("maxSessions", DEFAULT_MAX_SESSIONS)),
+        session_idle_s=float(spec.get("sessionIdleSeconds", DEFAULT_SESSION_IDLE_S)),
         labels=MappingProxyType(dict(meta.get("labels", {}))),
         tests=TestSpec(gate=bool(fields["tests"].get("gate", False)), raw=MappingProxyType(fields["tests"])),
         origin=origin, digests=MappingProxyType(digests), generation=generation.combine(digests),

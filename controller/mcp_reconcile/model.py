@@ -15,10 +15,16 @@ from typing import Any
 API_VERSION = "mcp-reconcile/v1"
 KIND = "MCPServer"
 
-# Fields of a spec whose change means the process must be restarted (the source also reinstalls).
 # How long a request that reaches a server's endpoint while the server restarts after a crash waits for it.
 DEFAULT_HOLD_REQUESTS_S = 30.0
-RUNTIME_FIELDS = ("source", "command", "args", "env", "transport", "port", "path", "cwd", "endpointAuth")
+DEFAULT_REQUEST_TIMEOUT_S = 300.0   # a forwarded request with no answer and no progress for this long: 504
+DEFAULT_MAX_SESSIONS = 32          # sessions: isolated: server processes per runner at most
+DEFAULT_SESSION_IDLE_S = 600.0     # sessions: isolated: a session idle this long ends (its server stops)
+# Fields of a spec whose change means the process must be restarted (the source also reinstalls).
+# endpointOptions holds only the endpoint settings a manifest sets (holdRequestsSeconds, sessions, ...): a
+# default left unset changes no generation, so adding a setting restarts nothing that does not use it.
+RUNTIME_FIELDS = ("source", "command", "args", "env", "transport", "port", "path", "cwd", "endpointAuth",
+                  "endpointOptions")
 INSTALL_FIELDS = ("source",)
 
 
@@ -128,6 +134,7 @@ class ServerSpec:
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     secret_keys: frozenset[str] = frozenset()
     env_refs: frozenset[str] = frozenset()   # controller variables its env references as ${VAR}
+    secret_parts: frozenset[str] = frozenset()   # the values put in for those ${VAR}s (redacted on their own too)
     token_env: str | None = None   # the env entry holding the endpoint's bearer token (kept from the server)
     transport: str = "stdio"
     port: int | None = None
@@ -139,6 +146,10 @@ class ServerSpec:
     health: HealthSpec = HealthSpec()
     stop_timeout_s: float = 5.0
     hold_requests_s: float = DEFAULT_HOLD_REQUESTS_S   # requests wait this long for a crashed server
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    sessions: str = "shared"       # shared: one server process for all clients; isolated: one per session
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    session_idle_s: float = DEFAULT_SESSION_IDLE_S
     depends_on: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     tests: TestSpec = TestSpec()
@@ -149,7 +160,9 @@ class ServerSpec:
     install_generation: str = ""
 
     def secret_values(self) -> list[str]:
-        return [self.env[k] for k in self.secret_keys if self.env.get(k)]
+        """Every value to redact: whole secret env entries, and each ${VAR}'s value inside a composed one."""
+        whole = [self.env[k] for k in self.secret_keys if self.env.get(k)]
+        return list(dict.fromkeys([*whole, *sorted(self.secret_parts)]))
 
     @property
     def endpoint_token(self) -> str | None:

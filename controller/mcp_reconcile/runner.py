@@ -36,6 +36,7 @@ from typing import Any
 from mcp_reconcile import eras, proc
 from mcp_reconcile.gateway import REQUEST_TIMEOUT_S, Gateway
 from mcp_reconcile.handover import control_address, keep_listener, serve_control, take_listener
+from mcp_reconcile.isolation import DEFAULT_IDLE_S, DEFAULT_MAX_SESSIONS, SessionServers
 from mcp_reconcile.scrub import StreamScrubber
 from mcp_reconcile.serverlink import ServerLink, ServerUnavailable
 from mcp_reconcile.sessionbook import SessionBook
@@ -88,6 +89,17 @@ class Era:
     serves_modern: bool = False                # handshake era, and the server knows server/discover too
 
 
+@dataclass(frozen=True)
+class Launch:
+    """How the serving generation's server is started: isolated sessions start theirs the same way."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str | None
+    secrets: list[str]
+    stop_timeout_s: float
+
+
 @dataclass
 class Generation:
     """One server process behind the endpoint: what serves now, or an older one finishing its requests."""
@@ -112,9 +124,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=0,
                         help="the endpoint's loopback port (the controller keeps one per server; 0: any)")
     parser.add_argument("--path", default="/mcp", help="the endpoint's path")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="the address to listen on (a container: 0.0.0.0, so its Service reaches it)")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="a Host header name accepted besides 127.0.0.1 and localhost (a Service's DNS name)")
     parser.add_argument("--hold-seconds", type=float, default=0.0,
                         help="after the server crashes, keep the endpoint's connections waiting this long for the "
                              "next runner (a keeper process holds the listening socket); 0: close at once")
+    parser.add_argument("--sessions", choices=("shared", "isolated"), default="shared",
+                        help="shared: one server process for every client; isolated: one per client session")
+    parser.add_argument("--max-sessions", type=int, default=DEFAULT_MAX_SESSIONS,
+                        help="isolated: server processes at most (one more initialize gets 503)")
+    parser.add_argument("--session-idle", type=float, default=DEFAULT_IDLE_S,
+                        help="isolated: a session with no request for this long ends and its server stops")
     parser.add_argument("--token-env", default=None,
                         help="name of the env var holding the endpoint's bearer token")
     parser.add_argument("--secret-env", action="append", default=[], metavar="NAME",
@@ -197,6 +219,11 @@ class Runner:
         self._retiring: list[Generation] = []
         self._retire_tasks: set[asyncio.Task[None]] = set()
         self._known_secrets: list[str] = []
+        self._launch = Launch(list(args.command), {}, None, [], args.stop_timeout)
+        self._next_launch = self._launch
+        self.isolation = SessionServers(self._spawn_session_server, max_sessions=args.max_sessions,
+                                        idle_s=args.session_idle, on_change=self._note_sessions,
+                                        hook=lambda sid, link: self.gateway.hook_session_link(sid, link), log=_say)
 
     def _write(self, **changes: Any) -> None:
         self.record.update(changes)  # type: ignore[typeddict-item]
@@ -229,6 +256,7 @@ class Runner:
         secrets = [value for name in self.args.secret_env if (value := os.environ.get(name))]
         self._known_secrets = [*secrets, *([token] if token else [])]
         _secrets = StreamScrubber(self._known_secrets)
+        self._launch = Launch(list(self.args.command), env, None, secrets, self.args.stop_timeout)
         try:
             server = await proc.spawn_server(
                 self.args.command, env, None, self.state.log_path(self.args.name),
@@ -245,6 +273,7 @@ class Runner:
             traceback.print_exc()
             return await self._finish(self.current.server, EXIT_RUNNER_BUG)
         finally:
+            await self.isolation.close_all()
             for generation in (self.current, *self._retiring):
                 generation.link.close()
                 generation.reader.cancel()
@@ -264,13 +293,15 @@ class Runner:
         self.gateway = gateway = Gateway(
             link, era=era.name, initialize_result=era.initialize_result, discover_result=era.discover_result,
             serves_modern=era.serves_modern, token=token, request_timeout_s=self.args.request_timeout,
-            path=self.args.path, sessions=SessionBook(self.state.root / "run" / f"{self.args.name}.sessions.jsonl"))
+            path=self.args.path, sessions=SessionBook(self.state.root / "run" / f"{self.args.name}.sessions.jsonl"),
+            allowed_hosts=frozenset(self.args.allow_host),
+            isolation=self.isolation if self.args.sessions == "isolated" else None)
         held = take_listener(str(self.state.root), self.args.name)   # from a keeper, if the last runner crashed
         if held is not None and held.getsockname()[1] != self.args.port and self.args.port:
             held.close()   # the server was given another port meanwhile
             held = None
         try:
-            port = await gateway.start(self.args.port, sock=held)
+            port = await gateway.start(self.args.port, sock=held, host=self.args.host)
         except OSError as exc:
             _say(f"cannot listen on 127.0.0.1:{self.args.port}: {exc.strerror or exc}")
             return await self._finish(server, EXIT_STARTUP_FAILED)
@@ -297,6 +328,7 @@ class Runner:
             task.cancel()
         for old in list(self._retiring):
             await proc.stop_server(old.server, stop_timeout_s=old.stop_timeout_s)
+        await self.isolation.close_all()
         return await self._finish(self.current.server, None)
 
     def _fork_keeper(self, gateway: Gateway, control: asyncio.AbstractServer) -> None:
@@ -352,6 +384,7 @@ class Runner:
             new, era, token = started
             old = self.current
             before = await _lists(old.link, self.gateway.era)
+            self._take_endpoint_settings(request)
             self.gateway.swap(new.link, era=era.name, initialize_result=era.initialize_result,
                               discover_result=era.discover_result, serves_modern=era.serves_modern, token=token)
             self.current = new
@@ -387,6 +420,7 @@ class Runner:
             return f"cannot start {argv[0]!r}: {exc.strerror or exc}"
         new = self._generation(server, str(request.get("generation")),
                                float(request.get("stop_timeout") or self.args.stop_timeout))
+        self._next_launch = Launch(argv, env, request.get("cwd"), secrets, new.stop_timeout_s)
         timeout_s = float(request.get("startup_timeout") or self.args.startup_timeout)
         era_task = asyncio.create_task(fix_era(new.link, timeout_s=timeout_s))
         await _first_of(era_task, server.exited, self.stop_requested.wait())
@@ -402,6 +436,35 @@ class Runner:
         new.reader.cancel()
         _say(f"generation {new.generation} did not start: {why}")
         return f"the new generation did not start: {why}"
+
+    def _take_endpoint_settings(self, request: dict[str, Any]) -> None:
+        """A swap brings the manifest's endpoint settings too: request timeout, crash hold, sessions."""
+        self._launch = self._next_launch
+        flags = [str(a) for a in request.get("endpoint_args") or ()]
+        try:
+            new = parse_args(["--state-dir", "-", "--name", "-", "--generation", "-", *flags, "--", "-"])
+        except SystemExit:
+            _say(f"ignored endpoint settings the runner does not know: {flags}")
+            return
+        for name in ("hold_seconds", "request_timeout", "sessions", "max_sessions", "session_idle"):
+            setattr(self.args, name, getattr(new, name))
+        self.gateway.request_timeout_s = new.request_timeout
+        self.isolation.max_sessions, self.isolation.idle_s = new.max_sessions, new.session_idle
+        if new.sessions != "isolated" and self.gateway.isolation is not None:
+            self.isolation.retire_all()   # back to one shared server: the sessions' own ones drain and stop
+        self.gateway.isolation = self.isolation if new.sessions == "isolated" else None
+
+    async def _spawn_session_server(self) -> _SessionServer:
+        """An isolated session's own server process, started like the serving generation's."""
+        launch = self._launch
+        server = await proc.spawn_server(launch.argv, launch.env, launch.cwd, self.state.log_path(self.args.name),
+                                         log_max_bytes=self.args.log_max_bytes, log_backups=self.args.log_backups,
+                                         secrets=launch.secrets)
+        return _SessionServer(self._generation(server, self.current.generation, launch.stop_timeout_s))
+
+    def _note_sessions(self, pids: list[int]) -> None:
+        """The run record lists the isolated sessions' server pids (status counts them; nothing is lost)."""
+        self._write(session_pids=pids)
 
     async def _retire(self, old: Generation, before: dict[str, Any]) -> None:
         """Let the old generation finish its requests (bounded), tell clients what changed, then stop it."""
@@ -460,6 +523,22 @@ class Runner:
             return 128 + signal.SIGKILL
         status, sig = proc.exit_status(returncode)
         return status if status is not None else 128 + (sig or 0)
+
+
+class _SessionServer:
+    """An isolated session's server, as isolation.py sees it."""
+
+    def __init__(self, generation: Generation) -> None:
+        self.generation = generation
+        self.link = generation.link
+        self.pid = generation.server.pid
+
+    async def stop(self) -> None:
+        try:
+            await proc.stop_server(self.generation.server, stop_timeout_s=self.generation.stop_timeout_s)
+        finally:
+            self.link.close()
+            self.generation.reader.cancel()
 
 
 async def _lists(link: ServerLink, era: str) -> dict[str, Any]:

@@ -26,6 +26,11 @@ from typing import Any
 METHOD_NOT_FOUND = -32601
 # Server-to-client requests, and the client capability each needs (ping needs none).
 CAPABILITY_OF = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
+# Requests during which a server does not ask its client anything nor log on its behalf: a sampling request
+# or a log line is never handed to a client whose only request in flight is one of these.
+QUIET_METHODS = frozenset({"ping", "initialize", "tools/list", "prompts/list", "resources/list",
+                           "resources/templates/list", "resources/subscribe", "resources/unsubscribe",
+                           "logging/setLevel", "server/discover"})
 # Server-to-client requests remembered while their answer is awaited; the oldest is dropped beyond this.
 MAX_OPEN_SERVER_REQUESTS = 1024
 
@@ -48,6 +53,7 @@ class Pending:
     progress_token: Any = None        # the client's own token, restored on progress notifications
     deadline: asyncio.Timeout | None = None
     timeout_s: float = 0.0
+    method: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,7 @@ class ServerLink:
         self._next_id += 1
         runner_id = self._next_id
         pending = Pending(asyncio.get_running_loop().create_future(), message.get("id"), scope, sink,
-                          capabilities or {}, timeout_s=timeout_s)
+                          capabilities or {}, timeout_s=timeout_s, method=str(message.get("method")))
         message = self._with_progress_token(message, pending, runner_id)
         self._pending[runner_id] = pending
         self._idle.clear()
@@ -222,7 +228,7 @@ class ServerLink:
                 pending.sink({**message, "params": {**params, "progressToken": pending.progress_token}})
             return
         if method == "notifications/message":
-            streaming = self._newest(lambda p: p.sink is not None)
+            streaming = self._newest(lambda p: p.sink is not None and p.method not in QUIET_METHODS)
             if streaming is not None and streaming.sink is not None:
                 streaming.sink(message)
                 return
@@ -230,7 +236,8 @@ class ServerLink:
 
     def _route_server_request(self, message: dict[str, Any], method: str) -> None:
         capability = CAPABILITY_OF.get(method)
-        target = self._newest(lambda p: p.sink is not None and (capability is None or capability in p.capabilities))
+        target = self._newest(lambda p: p.sink is not None and p.method not in QUIET_METHODS
+                              and (capability is None or capability in p.capabilities))
         key = f"mcpr-s2c-{self._next_id + 1}"
         self._next_id += 1
         forwarded = {**message, "id": key}
@@ -258,6 +265,11 @@ class ServerLink:
             if wanted(pending):
                 return pending
         return None
+
+    @property
+    def idle(self) -> bool:
+        """No forwarded request awaits its response."""
+        return self._idle.is_set()
 
     async def drained(self) -> None:
         """Return once no forwarded request awaits its response (an old generation may then be stopped)."""

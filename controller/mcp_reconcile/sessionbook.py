@@ -25,7 +25,7 @@ Live = Callable[[], dict[str, dict[str, Any]]]   # the sessions now open, asked 
 
 
 class SessionBook:
-    """The persisted sessions of one server: {id: {"capabilities": ..., "version": ...}}."""
+    """The persisted sessions of one server: {id: {"capabilities": ..., "version": ..., "init": ...}}."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
@@ -48,15 +48,21 @@ class SessionBook:
                 if entry.get("ended"):
                     sessions.pop(entry["id"], None)
                 else:
-                    sessions[entry["id"]] = {"capabilities": entry.get("capabilities") or {},
-                                             "version": str(entry.get("version") or "")}
+                    info = sessions[entry["id"]] = {"capabilities": entry.get("capabilities") or {},
+                                                    "version": str(entry.get("version") or "")}
+                    if isinstance(entry.get("init"), dict):
+                        info["init"] = entry["init"]
         while len(sessions) > MAX_SESSIONS:
             del sessions[next(iter(sessions))]
         return sessions
 
     def opened(self, session_id: str, capabilities: dict[str, Any], version: str, *,
-               live: Live) -> None:
-        self._append({"id": session_id, "capabilities": capabilities, "version": version}, live)
+               live: Live, init: dict[str, Any] | None = None) -> None:
+        """`init`: the client's initialize params, replayed to start an isolated session's server again."""
+        entry = {"id": session_id, "capabilities": capabilities, "version": version}
+        if init is not None:
+            entry["init"] = init
+        self._append(entry, live)
 
     def ended(self, session_id: str, *, live: Live) -> None:
         self._append({"id": session_id, "ended": True}, live)

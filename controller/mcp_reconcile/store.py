@@ -66,6 +66,7 @@ class RunRecord(TypedDict, total=False):
     started_at: unix time (of the generation serving now); state: "starting" | "running" | "stopping" | "exited";
     exit: ExitInfo; token_env: the env entry whose value guards the endpoint (a name, never the value);
     swappable: the runner listens on its control socket and can swap in a new generation (handover.py).
+    session_pids: with sessions: isolated, the pids of the sessions' own server processes (isolation.py).
     """
 
     server: str
@@ -85,6 +86,7 @@ class RunRecord(TypedDict, total=False):
     exit: ExitInfo | None
     token_env: str | None
     swappable: bool
+    session_pids: list[int]
 
 
 def _create_temp(path: Path) -> tuple[int, str]:
