@@ -21,13 +21,14 @@ import json
 import os
 import re
 import socket
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import h11
 
 from mcp_reconcile import eras, httpio
-from mcp_reconcile.httpio import READ_CHUNK, Reply, Stream
+from mcp_reconcile.httpio import MAX_STREAM_BACKLOG, READ_CHUNK, Reply, Stream
 from mcp_reconcile.isolation import SessionLimit, SessionServers
 from mcp_reconcile.serverlink import ServerLink, ServerUnavailable
 from mcp_reconcile.sessionbook import MAX_SESSIONS, SessionBook
@@ -57,6 +58,8 @@ IDLE_TIMEOUT_S = 120.0
 HEADER_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 30.0
 
+# Event ids name the runner that numbered them: a Last-Event-ID from an earlier runner matches none here.
+_EPOCH = os.urandom(4).hex()
 _LOOPBACK_ORIGIN = re.compile(r"http://(127\.0\.0\.1|localhost)(:\d{1,5})?")
 
 
@@ -70,6 +73,29 @@ class Session:
     subscriptions: set[str] = field(default_factory=set)
     init: dict[str, Any] | None = None   # the client's initialize (replayed to an isolated session's server)
     log_level: str | None = None         # what the client asked with logging/setLevel
+    # GET-stream messages with their event ids, kept once the client has opened a GET stream, so that after a
+    # dropped connection it resumes with Last-Event-ID and loses nothing (bounded: the oldest go first)
+    history: deque[tuple[str, dict[str, Any]]] | None = None
+    sent: int = 0
+
+    def deliver(self, message: dict[str, Any]) -> None:
+        """To the session's GET stream (kept for a resume when the stream is down, once it has had one)."""
+        if self.history is None:
+            if self.stream is not None:
+                self.stream.put(message)
+            return
+        self.sent += 1
+        event_id = f"{_EPOCH}-{self.sent}"
+        self.history.append((event_id, message))
+        if self.stream is not None:
+            self.stream.put(message, event_id)
+
+    def replay_after(self, last_event_id: str) -> list[tuple[str, dict[str, Any]]]:
+        """What followed `last_event_id`; nothing when it is unknown (another runner's, or long gone)."""
+        ids = [event_id for event_id, _ in self.history or ()]
+        if last_event_id not in ids:
+            return []
+        return list(self.history or ())[ids.index(last_event_id) + 1:]
 
 
 @dataclass
@@ -444,14 +470,14 @@ class Gateway:
                     if not streaming:
                         await httpio.start_stream(conn, writer, [])
                         streaming = True
-                    await httpio.stream_event(conn, writer, getter.result())
+                    await httpio.stream_event(conn, writer, getter.result()[1])
                     continue
                 getter.cancel()
                 while not stream.queue.empty():   # what arrived together with the response goes first
                     if not streaming:
                         await httpio.start_stream(conn, writer, [])
                         streaming = True
-                    await httpio.stream_event(conn, writer, stream.queue.get_nowait())
+                    await httpio.stream_event(conn, writer, stream.queue.get_nowait()[1])
                 reply = self._response_reply(call, method, answer_as, await self._outcome(forwarded, call))
                 if not streaming:
                     return reply
@@ -535,6 +561,11 @@ class Gateway:
         if session.stream is not None:
             session.stream.end()   # one GET stream per session: the newer one replaces it
         stream = session.stream = Stream()
+        if session.history is None:
+            session.history = deque(maxlen=MAX_STREAM_BACKLOG)
+        last_event_id = headers.get("last-event-id")
+        for event_id, message in session.replay_after(last_event_id) if last_event_id else ():
+            stream.put(message, event_id)
         await httpio.start_stream(conn, writer, [("Mcp-Session-Id", session_id)])
         gone = asyncio.ensure_future(reader.read(1))   # EOF (or anything) from the client ends the stream
         try:
@@ -545,7 +576,8 @@ class Gateway:
                     getter.cancel()
                     break
                 if stream.open:
-                    await httpio.stream_event(conn, writer, getter.result())
+                    event_id, message = getter.result()
+                    await httpio.stream_event(conn, writer, message, event_id)
         finally:
             gone.cancel()
             stream.open = False
@@ -557,8 +589,8 @@ class Gateway:
     def _fan_out(self, message: dict[str, Any]) -> None:
         """A notification tied to no request: every session's stream (resources/updated: its subscribers)."""
         for session in self._sessions.values():
-            if session.stream is not None and self._wants(session, message):
-                session.stream.put(message)
+            if self._wants(session, message):
+                session.deliver(message)
 
     @staticmethod
     def _wants(session: Session, message: dict[str, Any]) -> bool:
@@ -579,15 +611,15 @@ class Gateway:
 
         def to_session(message: dict[str, Any]) -> None:
             session = self._sessions.get(session_id)
-            if session is not None and session.stream is not None and self._wants(session, message):
-                session.stream.put(message)
+            if session is not None and self._wants(session, message):
+                session.deliver(message)
 
         def server_request(message: dict[str, Any], capability: str | None) -> str | None:
             session = self._sessions.get(session_id)
             if session is None or session.stream is None or \
                     (capability is not None and capability not in session.capabilities):
                 return None
-            session.stream.put(message)
+            session.deliver(message)
             return session_id
 
         link.on_unrouted = to_session
@@ -612,7 +644,7 @@ class Gateway:
         """A server request no request in flight can carry: the newest capable session with a stream."""
         for session_id, session in reversed(self._sessions.items()):
             if session.stream is not None and (capability is None or capability in session.capabilities):
-                session.stream.put(message)
+                session.deliver(message)
                 return session_id
         return None
 

@@ -58,28 +58,30 @@ def same_secret(given: bytes, expected: bytes) -> bool:
     return diff == 0
 
 
-def sse_event(message: dict[str, Any]) -> bytes:
-    return b"event: message\ndata: " + json.dumps(message, separators=(",", ":")).encode() + b"\n\n"
+def sse_event(message: dict[str, Any], event_id: str | None = None) -> bytes:
+    head = b"id: " + event_id.encode() + b"\n" if event_id is not None else b""
+    return head + b"event: message\ndata: " + json.dumps(message, separators=(",", ":")).encode() + b"\n\n"
 
 
 class Stream:
     """Messages on their way to one client's SSE stream (a POST's or the session's GET stream)."""
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[str | None, dict[str, Any]]] = asyncio.Queue()
         self.open = True
 
-    def put(self, message: dict[str, Any]) -> None:
+    def put(self, message: dict[str, Any], event_id: str | None = None) -> None:
+        """Queue a message; `event_id` (GET streams) lets a client resume after it with Last-Event-ID."""
         if not self.open:
             return
         if self.queue.qsize() >= MAX_STREAM_BACKLOG:
             self.queue.get_nowait()
-        self.queue.put_nowait(message)
+        self.queue.put_nowait((event_id, message))
 
     def end(self) -> None:
         """No more messages: a reader waiting on the queue wakes up and sees the stream closed."""
         self.open = False
-        self.queue.put_nowait({})
+        self.queue.put_nowait((None, {}))
 
 
 async def next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
@@ -108,6 +110,7 @@ async def start_stream(conn: h11.Connection, writer: asyncio.StreamWriter,
     await writer.drain()
 
 
-async def stream_event(conn: h11.Connection, writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
-    writer.write(conn.send(h11.Data(data=sse_event(message))))  # type: ignore[arg-type]
+async def stream_event(conn: h11.Connection, writer: asyncio.StreamWriter, message: dict[str, Any],
+                       event_id: str | None = None) -> None:
+    writer.write(conn.send(h11.Data(data=sse_event(message, event_id))))  # type: ignore[arg-type]
     await writer.drain()

@@ -1,0 +1,110 @@
+"""The session's GET stream behind a real runner: resumable with Last-Event-ID, and logs only where asked.
+
+A client whose stream dropped reconnects with the last event id it saw and gets what it missed, in order; a
+client that reconnects without one starts fresh. A log message tied to no request reaches the sessions that
+asked for its level (logging/setLevel), and no one else. Waits are bounded (httpx timeouts, asyncio.wait_for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+_spec = importlib.util.spec_from_file_location("runner_harness", Path(__file__).with_name("test_runner.py"))
+assert _spec is not None and _spec.loader is not None
+harness = importlib.util.module_from_spec(_spec)
+sys.modules["runner_harness"] = harness
+_spec.loader.exec_module(harness)
+
+runners = harness.runners
+Runner, Runners = harness.Runner, harness.Runners
+post, rpc, initialize, fault_server = harness.post, harness.rpc, harness.initialize, harness.fault_server
+WAIT_S = harness.WAIT_S
+
+
+def _call(runner: Runner, session: str, tool: str, **arguments: Any) -> None:
+    answer = post(runner, rpc("tools/call", 1, {"name": tool, "arguments": arguments}), session=session,
+                  headers={"Accept": "application/json"}).json()
+    assert "result" in answer, answer
+
+
+async def _events(runner: Runner, session: str, count: int, *, last_event_id: str | None = None,
+                  then: Any = None) -> list[tuple[str | None, dict[str, Any]]]:
+    """Open the GET stream, run `then()` once it is open, and read `count` events (id, message)."""
+    headers = {"Accept": "text/event-stream", "Mcp-Session-Id": session}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
+    seen: list[tuple[str | None, dict[str, Any]]] = []
+    async with httpx.AsyncClient(timeout=WAIT_S) as http, http.stream("GET", runner.url, headers=headers) as response:
+        assert response.status_code == 200
+        if then is not None:
+            await asyncio.to_thread(then)
+        event_id = None
+
+        async def read() -> None:
+            nonlocal event_id
+            async for line in response.aiter_lines():
+                if line.startswith("id: "):
+                    event_id = line[4:]
+                elif line.startswith("data: "):
+                    seen.append((event_id, json.loads(line[6:])))
+                    event_id = None
+                    if len(seen) == count:
+                        return
+
+        if count:
+            await asyncio.wait_for(read(), WAIT_S)
+    return seen
+
+
+def test_a_dropped_stream_resumes_with_last_event_id_and_misses_nothing(runners: Runners) -> None:
+    runner = runners.start(fault_server("announces"))
+    session = initialize(runner).headers["mcp-session-id"]
+    first = asyncio.run(_events(runner, session, 1, then=lambda: _call(runner, session, "announce")))
+    (last_id, message), = first
+    assert last_id and message["method"] == "notifications/tools/list_changed"
+    _call(runner, session, "announce", count=3)   # while the client has no stream open
+    resumed = asyncio.run(_events(runner, session, 3, last_event_id=last_id))
+    ids = [event_id for event_id, _ in resumed]
+    assert all(ids) and len(set(ids)) == 3 and last_id not in ids
+    assert [m["method"] for _, m in resumed] == ["notifications/tools/list_changed"] * 3
+    # reconnecting without Last-Event-ID starts fresh: only what happens from then on
+    fresh = asyncio.run(_events(runner, session, 1, then=lambda: _call(runner, session, "announce")))
+    assert fresh[0][0] not in ids
+
+
+def test_an_unknown_last_event_id_replays_nothing(runners: Runners) -> None:
+    runner = runners.start(fault_server("announces"))
+    session = initialize(runner).headers["mcp-session-id"]
+    assert "result" in post(runner, rpc("logging/setLevel", 2, {"level": "debug"}), session=session).json()
+    asyncio.run(_events(runner, session, 1, then=lambda: _call(runner, session, "log", data="seen")))
+    _call(runner, session, "log", data="missed")   # while the stream is down
+    heard = asyncio.run(_events(runner, session, 1, last_event_id="another-runners-7",
+                                then=lambda: _call(runner, session, "log", data="new")))
+    assert [m["params"]["data"] for _, m in heard] == ["new"]
+
+
+def test_unrelated_log_messages_reach_only_sessions_that_asked_for_their_level(runners: Runners) -> None:
+    runner = runners.start(fault_server("announces"))
+    warned, silent = (initialize(runner).headers["mcp-session-id"] for _ in range(2))
+    assert "result" in post(runner, rpc("logging/setLevel", 2, {"level": "warning"}), session=warned).json()
+
+    def trigger() -> None:
+        _call(runner, silent, "log", level="debug", data="too low")
+        _call(runner, silent, "log", level="error", data="for warned")
+
+    async def both() -> tuple[Any, Any]:
+        heard_warned = asyncio.create_task(_events(runner, warned, 1))
+        heard_silent = asyncio.create_task(_events(runner, silent, 0))
+        await asyncio.sleep(0)   # let both streams open before the logs go out
+        await asyncio.to_thread(trigger)
+        return await heard_warned, await heard_silent
+
+    heard_warned, _ = asyncio.run(both())
+    assert [m["params"]["data"] for _, m in heard_warned] == ["for warned"]
