@@ -461,30 +461,22 @@ class Gateway:
             sink=stream.put if stream else None, capabilities=capabilities))
         if stream is None:
             return self._response_reply(call, method, answer_as, await self._outcome(forwarded, call))
+        answered = (None, {})   # queued once the response is in: every message the server sent before it is ahead
+        forwarded.add_done_callback(lambda _: stream.queue.put_nowait(answered))
         streaming = False
         try:
-            while True:
-                getter = asyncio.ensure_future(stream.queue.get())
-                await asyncio.wait((forwarded, getter), return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    if not streaming:
-                        await httpio.start_stream(conn, writer, [])
-                        streaming = True
-                    await httpio.stream_event(conn, writer, getter.result()[1])
-                    continue
-                getter.cancel()
-                while not stream.queue.empty():   # what arrived together with the response goes first
-                    if not streaming:
-                        await httpio.start_stream(conn, writer, [])
-                        streaming = True
-                    await httpio.stream_event(conn, writer, stream.queue.get_nowait()[1])
-                reply = self._response_reply(call, method, answer_as, await self._outcome(forwarded, call))
+            while (item := await stream.queue.get()) is not answered:   # one await per message, none extra
                 if not streaming:
-                    return reply
-                await httpio.stream_event(conn, writer, json.loads(reply.body))
-                writer.write(conn.send(h11.EndOfMessage()))  # type: ignore[arg-type]
-                await writer.drain()
-                return None
+                    await httpio.start_stream(conn, writer, [])
+                    streaming = True
+                await httpio.stream_event(conn, writer, item[1])
+            reply = self._response_reply(call, method, answer_as, await self._outcome(forwarded, call))
+            if not streaming:
+                return reply   # nothing else to send: plain JSON, as if no stream had been offered
+            await httpio.stream_event(conn, writer, json.loads(reply.body))
+            writer.write(conn.send(h11.EndOfMessage()))  # type: ignore[arg-type]
+            await writer.drain()
+            return None
         finally:
             stream.open = False
             if not forwarded.done():   # the client went away: let the server's answer go nowhere
