@@ -20,7 +20,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from mcp_reconcile import generation, graph, safeload
-from mcp_reconcile.errors import ManifestError
+from mcp_reconcile.clientspec import CLIENT_KIND, ClientSpec, build_client_spec, validate_client_document
+from mcp_reconcile.errors import ManifestError, McpReconcileError
 from mcp_reconcile.model import (
     API_VERSION,
     DEFAULT_HOLD_REQUESTS_S,
@@ -62,6 +63,9 @@ class LoadResult:
     blocked: set[str] = field(default_factory=set)
     warnings: list[str] = field(default_factory=list)
     set_aside: list[ServerSpec] = field(default_factory=list)   # built, but from a file that is ignored
+    # every ${VAR} written in any manifest file read, usable or not: no other server inherits them
+    referenced_vars: set[str] = field(default_factory=set)
+    clients: list[ClientSpec] = field(default_factory=list)   # MCPClient documents (clientspec.py)
 
     @property
     def by_name(self) -> dict[str, ServerSpec]:
@@ -77,7 +81,8 @@ class LoadResult:
         whole (SPEC §5), so a valid document beside a broken one must not apply its edits either."""
         ignored = set(files)
         return replace(self, specs=[s for s in self.specs if s.origin.file not in ignored],
-                       set_aside=[*self.set_aside, *(s for s in self.specs if s.origin.file in ignored)])
+                       set_aside=[*self.set_aside, *(s for s in self.specs if s.origin.file in ignored)],
+                       clients=[c for c in self.clients if c.origin.file not in ignored])
 
     def secret_values(self) -> list[str]:
         """The secrets of every spec built, set-aside ones too: they are redacted all the same."""
@@ -153,11 +158,14 @@ def validate_document(doc: Any) -> list[ManifestError]:
     """Schema problems of one document, located by JSON path only (the caller adds file and index)."""
     if not isinstance(doc, dict):
         return [ManifestError(f"a manifest document must be a mapping, got {type(doc).__name__}")]
-    if doc.get("kind") != KIND:
-        return [ManifestError(f"unknown kind {doc.get('kind')!r} (expected {KIND})", json_path="kind")]
+    if doc.get("kind") not in (KIND, CLIENT_KIND):
+        return [ManifestError(f"unknown kind {doc.get('kind')!r} (expected {KIND} or {CLIENT_KIND})",
+                              json_path="kind")]
     if doc.get("apiVersion") != API_VERSION:
         return [ManifestError(f"unknown apiVersion {doc.get('apiVersion')!r} (expected {API_VERSION})",
                               json_path="apiVersion")]
+    if doc["kind"] == CLIENT_KIND:
+        return validate_client_document(doc)
     errors = sorted(load_schema("mcpserver.schema.json").iter_errors(doc), key=lambda e: list(e.absolute_path))
     return [ManifestError(_schema_reason(e), json_path=json_path(e.absolute_path) or "(document)")
             for e in errors]
@@ -344,6 +352,7 @@ def load_manifests(paths: Sequence[str | Path], *, environ: Mapping[str, str] | 
     result.broken_files.update(p.file for p in result.problems if p.file)
     seen: dict[str, Origin] = {}
     for path in files:
+        result.referenced_vars |= _vars_written_in(path)
         try:
             docs, warnings = read_documents(path)
         except ManifestError as exc:
@@ -358,6 +367,9 @@ def load_manifests(paths: Sequence[str | Path], *, environ: Mapping[str, str] | 
             origin = Origin(str(path), index)
             problems = validate_document(doc)
             name = _name_of(doc)
+            if isinstance(doc, dict) and doc.get("kind") == CLIENT_KIND:
+                _add_client(result, doc, origin, problems, name)
+                continue
             if problems:
                 result.problems.extend(p.located(file=str(path), doc_index=index) for p in problems)
                 if name:
@@ -384,6 +396,27 @@ def load_manifests(paths: Sequence[str | Path], *, environ: Mapping[str, str] | 
     order = {str(p): i for i, p in enumerate(files)}
     result.problems.sort(key=lambda p: (order.get(p.file or "", -1), p.doc_index or 0))  # stable: file order
     return result
+
+
+def _add_client(result: LoadResult, doc: dict[str, Any], origin: Origin, problems: list[ManifestError],
+                name: str | None) -> None:
+    """An MCPClient document: its spec, or its problems (which make its file one to ignore as a whole)."""
+    if not problems and any(c.name == name for c in result.clients):
+        problems = [ManifestError(f"duplicate MCPClient name {name!r}", json_path="metadata.name")]
+    if problems:
+        result.problems.extend(p.located(file=origin.file, doc_index=origin.doc_index) for p in problems)
+        return
+    result.clients.append(build_client_spec(doc, origin=origin))
+
+
+def _vars_written_in(path: Path) -> set[str]:
+    """Every `${VAR}` in the file's text, whatever else is wrong with it: the variables of a blocked server, or
+    of a file that does not parse, are withheld from the other servers all the same."""
+    try:
+        text = safeload.read_bounded(path).decode(errors="replace")
+    except (McpReconcileError, OSError):
+        return set()
+    return {m.group(1) for m in _REF.finditer(text) if m.group(1)}
 
 
 def _name_of(doc: Any) -> str | None:

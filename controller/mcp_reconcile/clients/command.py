@@ -76,7 +76,7 @@ def _specs(opts: Options) -> list[ServerSpec]:
     return [s for s in specs.values() if s.desired_state == DesiredState.running]
 
 
-def _targets(specs: list[ServerSpec], state: StateDir, *, allocate: bool) -> list[Target]:
+def targets_for(specs: list[ServerSpec], state: StateDir, *, allocate: bool) -> list[Target]:
     from mcp_reconcile import ports
 
     known = ports.read_ports(state)
@@ -100,7 +100,7 @@ def cmd_write(opts: Options) -> int:
     state = StateDir(opts.state_dir)
     where = Where.here()
     path = client.path(opts.scope, where).absolute()
-    targets = _targets(_specs(opts), state, allocate=not opts.dry_run)
+    targets = targets_for(_specs(opts), state, allocate=not opts.dry_run)
     connect = Connect(connect_executable(), str(state.root))
     desired = desired_entries(client, opts.scope, targets, connect=connect)
     if not connect.command and any(e.value.get("args", [None])[:1] == ["connect"] for e in desired.values()):
