@@ -19,7 +19,7 @@ import yaml
 
 from mcp_reconcile import render
 from mcp_reconcile.cli import Options
-from mcp_reconcile.errors import ManifestError
+from mcp_reconcile.errors import ManifestError, McpReconcileError
 from mcp_reconcile.formats import load_foreign
 from mcp_reconcile.manifest import validate_document
 from mcp_reconcile.safeload import check_source_file, local_path
@@ -88,6 +88,10 @@ def import_config(opts: Options) -> int:
     if problems:
         print(render.problems_text(problems), file=sys.stderr)
         return render.EXIT_ERROR
+    if opts.take_over and not opts.import_dir:
+        print("error: --take-over needs -d DIR (the manifests must be written before the client file changes)",
+              file=sys.stderr)
+        return render.EXIT_ERROR
     if not converted.documents:
         print(f"error: {source}: no local MCP server to import", file=sys.stderr)
         return render.EXIT_ERROR
@@ -124,4 +128,22 @@ def import_config(opts: Options) -> int:
         path.write_text(texts[name])
         print(f"wrote {path}")
     print(f"Imported {len(texts)} server(s) from {source} ({converted.format} format).")
+    if opts.take_over:
+        return _take_over(opts, list(texts))
+    return render.EXIT_OK
+
+
+def _take_over(opts: Options, names: list[str]) -> int:
+    from mcp_reconcile.store import StateDir
+    from mcp_reconcile.takeover import take_over
+
+    try:
+        lines = take_over(Path(str(opts.import_file)), names, StateDir(opts.state_dir), client_name=opts.client)
+    except McpReconcileError as exc:
+        print(f"error: --take-over: {exc} (the manifests were written; the client file is unchanged)",
+              file=sys.stderr)
+        return render.EXIT_ERROR
+    for line in lines:
+        print(line)
+    print(f"Run `mcp-reconcile apply -f {opts.import_dir}` to start them under mcp-reconcile.")
     return render.EXIT_OK
