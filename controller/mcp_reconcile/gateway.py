@@ -27,7 +27,7 @@ from typing import Any
 
 import h11
 
-from mcp_reconcile import eras, httpio
+from mcp_reconcile import eras, httpio, mrtr
 from mcp_reconcile.httpio import MAX_STREAM_BACKLOG, READ_CHUNK, Reply, Stream
 from mcp_reconcile.isolation import SessionLimit, SessionServers
 from mcp_reconcile.serverlink import ServerLink, ServerUnavailable
@@ -134,6 +134,7 @@ class Gateway:
             for sid, info in self._book.load().items()}
         self.isolation = isolation   # spec.sessions: isolated (handshake-era sessions get a server each)
         self._sweeper: asyncio.Task[None] | None = None
+        self._asked = mrtr.Asked()   # 2026-07-28 servers' questions put to handshake-era clients
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._retiring: list[ServerLink] = []   # earlier generations finishing what they have in flight
@@ -438,6 +439,8 @@ class Gateway:
         return Reply(202)
 
     async def _answer_server(self, message: dict[str, Any], session_id: str | None) -> bool:
+        if self._asked.answer(message, session_id):   # a question the gateway asked (mrtr.py)
+            return True
         own = self.isolation.current(session_id) if self.isolation is not None and session_id else None
         for link in (*([own] if own else []), self.link, *self._retiring):   # or from an older generation
             with contextlib.suppress(ServerUnavailable):
@@ -447,40 +450,87 @@ class Gateway:
 
     async def _request(self, conn: h11.Connection, writer: asyncio.StreamWriter, call: Call,
                        method: str) -> Reply | None:
-        """Forward (translated for the client's era); stream what the server says meanwhile, then answer."""
+        """Forward (translated for the client's era); stream what the server says meanwhile, then answer.
+        A 2026-07-28 server's questions (input_required) are asked of a handshake-era client here (mrtr.py)."""
         message, answer_as = self._translate_in(call, method)
-        stream = Stream() if call.wants_stream else None
-        capabilities = call.session.capabilities if call.session else eras.client_capabilities_of(call.message)
         try:
             link = await self._link_for(call)
         except ServerUnavailable as exc:
             return httpio.error_reply(503, call.message.get("id"), SERVER_UNAVAILABLE,
                                       f"MCP server unavailable: {exc}", [("Retry-After", "1")])
+        out = httpio.SseOut(conn, writer) if call.wants_stream else None
+        asked: list[dict[str, Any]] = []
+        try:
+            for _round in range(mrtr.MAX_ROUNDS + 1):
+                response = await self._relay(link, message, call, out)
+                questions = mrtr.questions_in(response) if isinstance(response, dict) and \
+                    self.era == "stateless" and not call.modern else None
+                if questions is None:
+                    break
+                answers, refusal = await self._ask(call, questions, out, asked)
+                if refusal is not None:
+                    response = refusal   # why the questions cannot be asked, or the client's own error answer
+                    break
+                message = mrtr.retry(message, answers, questions.state)
+            else:
+                response = httpio.error_reply(200, call.message.get("id"), INVALID_REQUEST,
+                                              f"the server asked for input {mrtr.MAX_ROUNDS} times in a row")
+            reply = self._response_reply(call, method, answer_as, response)
+            if out is None or not out.started:
+                return reply   # nothing else to send: plain JSON, as if no stream had been offered
+            await out.finish(json.loads(reply.body))
+            return None
+        finally:
+            self._asked.forget(asked)
+
+    async def _relay(self, link: ServerLink, message: dict[str, Any], call: Call,
+                     out: httpio.SseOut | None) -> dict[str, Any] | Reply:
+        """One forwarded request: what the server sends meanwhile goes to `out`; then its response."""
+        stream = Stream() if out is not None else None
+        capabilities = call.session.capabilities if call.session else eras.client_capabilities_of(call.message)
         forwarded = asyncio.ensure_future(link.request(
             message, timeout_s=self.request_timeout_s, scope=call.session_id,
             sink=stream.put if stream else None, capabilities=capabilities))
-        if stream is None:
-            return self._response_reply(call, method, answer_as, await self._outcome(forwarded, call))
+        if stream is None or out is None:
+            return await self._outcome(forwarded, call)
         answered = (None, {})   # queued once the response is in: every message the server sent before it is ahead
         forwarded.add_done_callback(lambda _: stream.queue.put_nowait(answered))
-        streaming = False
         try:
             while (item := await stream.queue.get()) is not answered:   # one await per message, none extra
-                if not streaming:
-                    await httpio.start_stream(conn, writer, [])
-                    streaming = True
-                await httpio.stream_event(conn, writer, item[1])
-            reply = self._response_reply(call, method, answer_as, await self._outcome(forwarded, call))
-            if not streaming:
-                return reply   # nothing else to send: plain JSON, as if no stream had been offered
-            await httpio.stream_event(conn, writer, json.loads(reply.body))
-            writer.write(conn.send(h11.EndOfMessage()))  # type: ignore[arg-type]
-            await writer.drain()
-            return None
+                await out.event(item[1])
+            return await self._outcome(forwarded, call)
         finally:
             stream.open = False
             if not forwarded.done():   # the client went away: let the server's answer go nowhere
                 forwarded.cancel()
+
+    async def _ask(self, call: Call, questions: mrtr.Questions, out: httpio.SseOut | None,
+                   asked: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any] | Reply | None]:
+        """Each question as a server request on the call's stream: the client's results by key, or (second)
+        what to answer the client instead."""
+        capabilities = call.session.capabilities if call.session else {}
+        why = mrtr.unanswerable(questions, capabilities) or (
+            None if out is not None else "the client's request does not accept an SSE stream (Accept: "
+            "text/event-stream), so the server's questions cannot be asked")
+        if why is not None:
+            return {}, httpio.error_reply(200, call.message.get("id"), INVALID_REQUEST, f"input required: {why}")
+        assert out is not None
+        futures = {}
+        for key, request in questions.requests.items():
+            message, futures[key] = self._asked.ask(call.session_id, request)
+            asked.append(message)
+            await out.event(message)
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                answers = {key: await future for key, future in futures.items()}
+        except TimeoutError:
+            return {}, httpio.error_reply(504, call.message.get("id"), REQUEST_TIMED_OUT,
+                                          f"the client did not answer the server's questions within "
+                                          f"{self.request_timeout_s:g} s")
+        for answer in answers.values():
+            if "error" in answer:   # the client refused: the caller gets that error, as natively
+                return {}, {"jsonrpc": "2.0", "id": call.message.get("id"), "error": answer["error"]}
+        return {key: answer.get("result") for key, answer in answers.items()}, None
 
     def _translate_in(self, call: Call, method: str) -> tuple[dict[str, Any], str]:
         """The message as the server's era wants it, and how to treat the answer ("as is", "pong",

@@ -114,3 +114,22 @@ async def stream_event(conn: h11.Connection, writer: asyncio.StreamWriter, messa
                        event_id: str | None = None) -> None:
     writer.write(conn.send(h11.Data(data=sse_event(message, event_id))))  # type: ignore[arg-type]
     await writer.drain()
+
+
+class SseOut:
+    """A POST's answer as an SSE stream, started by its first event; `finish` sends the response and ends it."""
+
+    def __init__(self, conn: h11.Connection, writer: asyncio.StreamWriter) -> None:
+        self.conn, self.writer = conn, writer
+        self.started = False
+
+    async def event(self, message: dict[str, Any]) -> None:
+        if not self.started:
+            await start_stream(self.conn, self.writer, [])
+            self.started = True
+        await stream_event(self.conn, self.writer, message)
+
+    async def finish(self, message: dict[str, Any]) -> None:
+        await self.event(message)
+        self.writer.write(self.conn.send(h11.EndOfMessage()))  # type: ignore[arg-type]
+        await self.writer.drain()

@@ -92,7 +92,7 @@ def test_a_bad_server_name_is_a_schema_problem(write_manifest: WriteManifest) ->
 
 @pytest.mark.parametrize(("text", "expected"), [
     pytest.param("apiVersion: mcp-reconcile/v1\nkind: Deployment\nmetadata: {name: a}\nspec: {}\n",
-                 "[0] kind: unknown kind 'Deployment' (expected MCPServer)", id="an unknown kind"),
+                 "[0] kind: unknown kind 'Deployment' (expected MCPServer or MCPClient)", id="an unknown kind"),
     pytest.param("apiVersion: mcp-reconcile/v2\nkind: MCPServer\nmetadata: {name: a}\nspec: {}\n",
                  "[0] apiVersion: unknown apiVersion 'mcp-reconcile/v2' (expected mcp-reconcile/v1)",
                  id="an unknown apiVersion"),
@@ -203,7 +203,7 @@ def test_problems_of_several_files_come_in_file_order() -> None:
         f"{broken / '02-schema.yaml'}[0] spec.source.npm: 'not a package' is not name@version",
         f"{broken / '02-schema.yaml'}[1] spec.restartPolicy: 'Sometimes' is not one of "
         "['Always', 'OnFailure', 'Never']",
-        f"{broken / '03-kind.yaml'}[0] kind: unknown kind 'Deployment' (expected MCPServer)",
+        f"{broken / '03-kind.yaml'}[0] kind: unknown kind 'Deployment' (expected MCPServer or MCPClient)",
     ]
 
 
