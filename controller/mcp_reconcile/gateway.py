@@ -21,17 +21,17 @@ import json
 import os
 import re
 import socket
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import h11
 
 from mcp_reconcile import eras, httpio, mrtr
-from mcp_reconcile.httpio import MAX_STREAM_BACKLOG, READ_CHUNK, Reply, Stream
+from mcp_reconcile.clientsessions import LOG_LEVELS, Session, SessionTable
+from mcp_reconcile.httpio import READ_CHUNK, Reply, Stream
 from mcp_reconcile.isolation import SessionLimit, SessionServers
 from mcp_reconcile.serverlink import ServerLink, ServerUnavailable
-from mcp_reconcile.sessionbook import MAX_SESSIONS, SessionBook
+from mcp_reconcile.sessionbook import SessionBook
 
 # JSON-RPC error codes used here.
 PARSE_ERROR = -32700
@@ -49,8 +49,6 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_HEADER_BYTES = 64 * 1024
 # How often idle isolated sessions are looked for (their bound is spec.sessionIdleSeconds).
 SWEEP_INTERVAL_S = 10.0
-# Log levels in order (RFC 5424, as MCP names them): a session that set a level gets what is at or above it.
-LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 # A kept-alive connection with no new request for this long is closed (clients reconnect transparently).
 IDLE_TIMEOUT_S = 120.0
 # From a request's first byte to the end of its headers, and then to the end of its body: slow senders
@@ -58,44 +56,7 @@ IDLE_TIMEOUT_S = 120.0
 HEADER_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 30.0
 
-# Event ids name the runner that numbered them: a Last-Event-ID from an earlier runner matches none here.
-_EPOCH = os.urandom(4).hex()
 _LOOPBACK_ORIGIN = re.compile(r"http://(127\.0\.0\.1|localhost)(:\d{1,5})?")
-
-
-@dataclass
-class Session:
-    """A handshake-era client: what it can do, the version it speaks, its GET stream and subscriptions."""
-
-    capabilities: dict[str, Any]
-    protocol_version: str
-    stream: Stream | None = None
-    subscriptions: set[str] = field(default_factory=set)
-    init: dict[str, Any] | None = None   # the client's initialize (replayed to an isolated session's server)
-    log_level: str | None = None         # what the client asked with logging/setLevel
-    # GET-stream messages with their event ids, kept once the client has opened a GET stream, so that after a
-    # dropped connection it resumes with Last-Event-ID and loses nothing (bounded: the oldest go first)
-    history: deque[tuple[str, dict[str, Any]]] | None = None
-    sent: int = 0
-
-    def deliver(self, message: dict[str, Any]) -> None:
-        """To the session's GET stream (kept for a resume when the stream is down, once it has had one)."""
-        if self.history is None:
-            if self.stream is not None:
-                self.stream.put(message)
-            return
-        self.sent += 1
-        event_id = f"{_EPOCH}-{self.sent}"
-        self.history.append((event_id, message))
-        if self.stream is not None:
-            self.stream.put(message, event_id)
-
-    def replay_after(self, last_event_id: str) -> list[tuple[str, dict[str, Any]]]:
-        """What followed `last_event_id`; nothing when it is unknown (another runner's, or long gone)."""
-        ids = [event_id for event_id, _ in self.history or ()]
-        if last_event_id not in ids:
-            return []
-        return list(self.history or ())[ids.index(last_event_id) + 1:]
 
 
 @dataclass
@@ -128,10 +89,8 @@ class Gateway:
         self.path = path.encode()
         self.port = 0
         self._token = token.encode() if token else None
-        self._book = sessions or SessionBook(None)
-        self._sessions: dict[str, Session] = {   # a client's session outlives the runner that opened it
-            sid: Session(info["capabilities"], info["version"], init=info.get("init"))
-            for sid, info in self._book.load().items()}
+        self._sessions = SessionTable(sessions or SessionBook(None))   # they outlive the runner that opened them
+        self._sessions.on_forget = self._session_ended
         self.isolation = isolation   # spec.sessions: isolated (handshake-era sessions get a server each)
         self._sweeper: asyncio.Task[None] | None = None
         self._asked = mrtr.Asked()   # 2026-07-28 servers' questions put to handshake-era clients
@@ -144,8 +103,8 @@ class Gateway:
 
     def _hook(self, link: ServerLink) -> None:
         link.cancel_on_timeout = self.era == "handshake"
-        link.on_unrouted = self._fan_out
-        link.on_server_request = self._to_a_stream
+        link.on_unrouted = self._sessions.fan_out
+        link.on_server_request = self._sessions.to_a_stream
 
     def swap(self, link: ServerLink, *, era: str, initialize_result: dict[str, Any] | None,
              discover_result: dict[str, Any] | None, serves_modern: bool, token: str | None) -> None:
@@ -166,7 +125,7 @@ class Gateway:
 
     def announce(self, method: str) -> None:
         """A notification of the gateway's own (list_changed after a swap) to every session's stream."""
-        self._fan_out({"jsonrpc": "2.0", "method": method})
+        self._sessions.fan_out({"jsonrpc": "2.0", "method": method})
 
     async def start(self, port: int = 0, *, sock: socket.socket | None = None, host: str = "127.0.0.1") -> int:
         """Listen on `host`:`port` (0: any free port), or on `sock` (a listening socket taken over from a
@@ -380,7 +339,7 @@ class Gateway:
             result["protocolVersion"] = eras.negotiated_version(requested, str(result.get("protocolVersion")))
         else:
             result = eras.initialize_from_discover(self.discover_result, requested)
-        session_id = self._open_session(Session(eras.client_capabilities_of(message), result["protocolVersion"]))
+        session_id = self._sessions.open(Session(eras.client_capabilities_of(message), result["protocolVersion"]))
         return httpio.json_reply(200, {"jsonrpc": "2.0", "id": message["id"], "result": result},
                                  [("Mcp-Session-Id", session_id)])
 
@@ -400,18 +359,9 @@ class Gateway:
         if not isinstance(result, dict):
             return httpio.json_reply(200, {**response, "id": message.get("id")})
         init = {k: v for k, v in message.items() if k != "id"}
-        self._open_session(Session(eras.client_capabilities_of(message), str(result.get("protocolVersion")),
+        self._sessions.open(Session(eras.client_capabilities_of(message), str(result.get("protocolVersion")),
                                    init=init), session_id)
         return httpio.json_reply(200, {**response, "id": message.get("id")}, [("Mcp-Session-Id", session_id)])
-
-    def _open_session(self, session: Session, session_id: str | None = None) -> str:
-        session_id = session_id or os.urandom(16).hex()
-        self._sessions[session_id] = session
-        if len(self._sessions) > MAX_SESSIONS:
-            self._forget(next(iter(self._sessions)))
-        self._book.opened(session_id, session.capabilities, session.protocol_version, live=self._live,
-                          init=session.init)
-        return session_id
 
     async def _link_for(self, call: Call) -> ServerLink:
         """The server process this call goes to: its isolated session's own, or the shared one."""
@@ -600,14 +550,7 @@ class Gateway:
         session = self._sessions.get(session_id)
         if session is None:
             return Reply(404, b"session not found\n")
-        if session.stream is not None:
-            session.stream.end()   # one GET stream per session: the newer one replaces it
-        stream = session.stream = Stream()
-        if session.history is None:
-            session.history = deque(maxlen=MAX_STREAM_BACKLOG)
-        last_event_id = headers.get("last-event-id")
-        for event_id, message in session.replay_after(last_event_id) if last_event_id else ():
-            stream.put(message, event_id)
+        stream = session.open_stream(headers.get("last-event-id"))   # one per session: the newer one replaces it
         await httpio.start_stream(conn, writer, [("Mcp-Session-Id", session_id)])
         gone = asyncio.ensure_future(reader.read(1))   # EOF (or anything) from the client ends the stream
         try:
@@ -627,45 +570,14 @@ class Gateway:
                 session.stream = None
         raise ConnectionError("stream ended")   # an SSE stream is never reused for another request
 
-    # server -> clients without a request in flight ----------------------------------------------------------
-    def _fan_out(self, message: dict[str, Any]) -> None:
-        """A notification tied to no request: every session's stream (resources/updated: its subscribers)."""
-        for session in self._sessions.values():
-            if self._wants(session, message):
-                session.deliver(message)
-
-    @staticmethod
-    def _wants(session: Session, message: dict[str, Any]) -> bool:
-        """resources/updated: subscribers of that URI; a log message: sessions that asked for its level."""
-        params = message.get("params") if isinstance(message.get("params"), dict) else {}
-        method = message.get("method")
-        if method == "notifications/resources/updated":
-            return params.get("uri") in session.subscriptions
-        if method == "notifications/message":
-            level = params.get("level")
-            return session.log_level is not None and level in LOG_LEVELS and \
-                LOG_LEVELS.index(level) >= LOG_LEVELS.index(session.log_level)
-        return True
-
     def hook_session_link(self, session_id: str, link: ServerLink) -> None:
         """What an isolated session's server sends on its own goes to that session only."""
         link.cancel_on_timeout = True
+        link.on_unrouted, link.on_server_request = self._sessions.only_to(session_id)
 
-        def to_session(message: dict[str, Any]) -> None:
-            session = self._sessions.get(session_id)
-            if session is not None and self._wants(session, message):
-                session.deliver(message)
-
-        def server_request(message: dict[str, Any], capability: str | None) -> str | None:
-            session = self._sessions.get(session_id)
-            if session is None or session.stream is None or \
-                    (capability is not None and capability not in session.capabilities):
-                return None
-            session.deliver(message)
-            return session_id
-
-        link.on_unrouted = to_session
-        link.on_server_request = server_request
+    def _session_ended(self, session_id: str) -> None:
+        if self.isolation is not None:
+            self.isolation.close(session_id)
 
     async def _sweep_idle_sessions(self) -> None:
         """End isolated sessions idle for spec.sessionIdleSeconds (no request, no open GET stream): their
@@ -680,36 +592,16 @@ class Gateway:
                 if session is None:
                     self.isolation.close(session_id)
                 elif session.stream is None:
-                    self._forget(session_id)
-
-    def _to_a_stream(self, message: dict[str, Any], capability: str | None) -> str | None:
-        """A server request no request in flight can carry: the newest capable session with a stream."""
-        for session_id, session in reversed(self._sessions.items()):
-            if session.stream is not None and (capability is None or capability in session.capabilities):
-                session.deliver(message)
-                return session_id
-        return None
+                    self._sessions.forget(session_id)
 
     # DELETE -----------------------------------------------------------------------------------------------
     def _delete(self, headers: dict[str, str]) -> Reply:
-        if self.era != "handshake" and not self._sessions:
+        if self.era != "handshake" and not len(self._sessions):
             return Reply(405, b"", [("Allow", "POST")])
         session_id = headers.get("mcp-session-id")
         if session_id is None:
             return Reply(400, b"Mcp-Session-Id header is required\n")
         if session_id not in self._sessions:
             return Reply(404, b"session not found\n")
-        self._forget(session_id)
+        self._sessions.forget(session_id)
         return Reply(204)
-
-    def _forget(self, session_id: str) -> None:
-        session = self._sessions.pop(session_id)
-        if session.stream is not None:
-            session.stream.end()
-        if self.isolation is not None:
-            self.isolation.close(session_id)
-        self._book.ended(session_id, live=self._live)
-
-    def _live(self) -> dict[str, dict[str, Any]]:
-        return {sid: {"capabilities": s.capabilities, "version": s.protocol_version}
-                for sid, s in self._sessions.items()}

@@ -1,0 +1,158 @@
+"""The endpoint's handshake-era client sessions, and who gets what the server sends on its own (SPEC section 7).
+
+A session is one client: its capabilities, the version it was told, its GET stream, its subscriptions and log
+level. Messages tied to no request go to the sessions that want them (`wants`): `resources/updated` to that
+URI's subscribers, a log message to the sessions that asked for its level, everything else (list_changed) to
+all. Once a session has opened its GET stream, each such message gets an event id and is kept (bounded), so a
+client whose stream dropped resumes with Last-Event-ID. Sessions are persisted through sessionbook.py and so
+outlive the runner that opened them. Stdlib only: the runner imports this.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mcp_reconcile.httpio import MAX_STREAM_BACKLOG, Stream
+from mcp_reconcile.sessionbook import MAX_SESSIONS, SessionBook
+
+# Log levels in order (RFC 5424, as MCP names them): a session that set a level gets what is at or above it.
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+# Event ids name the runner that numbered them: a Last-Event-ID from an earlier runner matches none here.
+_EPOCH = os.urandom(4).hex()
+
+Sink = Callable[[dict[str, Any]], None]
+Placer = Callable[[dict[str, Any], str | None], str | None]
+
+
+@dataclass
+class Session:
+    """A handshake-era client: what it can do, the version it speaks, its GET stream and subscriptions."""
+
+    capabilities: dict[str, Any]
+    protocol_version: str
+    stream: Stream | None = None
+    subscriptions: set[str] = field(default_factory=set)
+    init: dict[str, Any] | None = None   # the client's initialize (replayed to an isolated session's server)
+    log_level: str | None = None         # what the client asked with logging/setLevel
+    history: deque[tuple[str, dict[str, Any]]] | None = None   # GET-stream messages by event id, once streamed
+    sent: int = 0
+
+    def open_stream(self, last_event_id: str | None) -> Stream:
+        """A new GET stream (replacing an older one), starting after `last_event_id` when the session has it."""
+        if self.stream is not None:
+            self.stream.end()
+        stream = self.stream = Stream()
+        if self.history is None:
+            self.history = deque(maxlen=MAX_STREAM_BACKLOG)
+        for event_id, message in self.replay_after(last_event_id) if last_event_id else ():
+            stream.put(message, event_id)
+        return stream
+
+    def deliver(self, message: dict[str, Any]) -> None:
+        """To the session's GET stream (kept for a resume when the stream is down, once it has had one)."""
+        if self.history is None:
+            if self.stream is not None:
+                self.stream.put(message)
+            return
+        self.sent += 1
+        event_id = f"{_EPOCH}-{self.sent}"
+        self.history.append((event_id, message))
+        if self.stream is not None:
+            self.stream.put(message, event_id)
+
+    def replay_after(self, last_event_id: str) -> list[tuple[str, dict[str, Any]]]:
+        """What followed `last_event_id`; nothing when it is unknown (another runner's, or long gone)."""
+        ids = [event_id for event_id, _ in self.history or ()]
+        if last_event_id not in ids:
+            return []
+        return list(self.history or ())[ids.index(last_event_id) + 1:]
+
+
+def wants(session: Session, message: dict[str, Any]) -> bool:
+    """resources/updated: subscribers of that URI; a log message: sessions that asked for its level."""
+    params = message.get("params") if isinstance(message.get("params"), dict) else {}
+    method = message.get("method")
+    if method == "notifications/resources/updated":
+        return params.get("uri") in session.subscriptions
+    if method == "notifications/message":
+        level = params.get("level")
+        return session.log_level is not None and level in LOG_LEVELS and \
+            LOG_LEVELS.index(level) >= LOG_LEVELS.index(session.log_level)
+    return True
+
+
+class SessionTable:
+    """Every open session by id, persisted; at most MAX_SESSIONS (the oldest is ended first)."""
+
+    def __init__(self, book: SessionBook) -> None:
+        self._book = book
+        self._by_id: dict[str, Session] = {
+            sid: Session(info["capabilities"], info["version"], init=info.get("init"))
+            for sid, info in book.load().items()}
+        self.on_forget: Callable[[str], None] = lambda session_id: None
+
+    def get(self, session_id: str) -> Session | None:
+        return self._by_id.get(session_id)
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._by_id
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def open(self, session: Session, session_id: str | None = None) -> str:
+        session_id = session_id or os.urandom(16).hex()
+        self._by_id[session_id] = session
+        if len(self._by_id) > MAX_SESSIONS:
+            self.forget(next(iter(self._by_id)))
+        self._book.opened(session_id, session.capabilities, session.protocol_version, live=self._live,
+                          init=session.init)
+        return session_id
+
+    def forget(self, session_id: str) -> None:
+        session = self._by_id.pop(session_id)
+        if session.stream is not None:
+            session.stream.end()
+        self.on_forget(session_id)
+        self._book.ended(session_id, live=self._live)
+
+    def fan_out(self, message: dict[str, Any]) -> None:
+        """A notification tied to no request: every session that wants it."""
+        for session in self._by_id.values():
+            if wants(session, message):
+                session.deliver(message)
+
+    def to_a_stream(self, message: dict[str, Any], capability: str | None) -> str | None:
+        """A server request no request in flight can carry: the newest capable session with a stream."""
+        for session_id, session in reversed(self._by_id.items()):
+            if session.stream is not None and (capability is None or capability in session.capabilities):
+                session.deliver(message)
+                return session_id
+        return None
+
+    def only_to(self, session_id: str) -> tuple[Sink, Placer]:
+        """Sinks that reach one session only: an isolated session's own server talks to no one else."""
+
+        def to_session(message: dict[str, Any]) -> None:
+            session = self._by_id.get(session_id)
+            if session is not None and wants(session, message):
+                session.deliver(message)
+
+        def server_request(message: dict[str, Any], capability: str | None) -> str | None:
+            session = self._by_id.get(session_id)
+            if session is None or session.stream is None or \
+                    (capability is not None and capability not in session.capabilities):
+                return None
+            session.deliver(message)
+            return session_id
+
+        return to_session, server_request
+
+    def _live(self) -> dict[str, dict[str, Any]]:
+        """What compaction keeps of each open session (the initialize too, for isolated sessions' replays)."""
+        return {sid: {"capabilities": s.capabilities, "version": s.protocol_version,
+                      **({"init": s.init} if s.init is not None else {})} for sid, s in self._by_id.items()}
