@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mcp_reconcile.httpio import MAX_STREAM_BACKLOG, Stream
+from mcp_reconcile.serverlink import can_answer
 from mcp_reconcile.sessionbook import MAX_SESSIONS, SessionBook
 
 # Log levels in order (RFC 5424, as MCP names them): a session that set a level gets what is at or above it.
@@ -129,7 +130,7 @@ class SessionTable:
     def to_a_stream(self, message: dict[str, Any], capability: str | None) -> str | None:
         """A server request no request in flight can carry: the newest capable session with a stream."""
         for session_id, session in reversed(self._by_id.items()):
-            if session.stream is not None and (capability is None or capability in session.capabilities):
+            if session.stream is not None and can_answer(session.capabilities, message):
                 session.deliver(message)
                 return session_id
         return None
@@ -144,8 +145,7 @@ class SessionTable:
 
         def server_request(message: dict[str, Any], capability: str | None) -> str | None:
             session = self._by_id.get(session_id)
-            if session is None or session.stream is None or \
-                    (capability is not None and capability not in session.capabilities):
+            if session is None or session.stream is None or not can_answer(session.capabilities, message):
                 return None
             session.deliver(message)
             return session_id

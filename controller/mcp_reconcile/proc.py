@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from mcp_reconcile.logstamp import LineStamper
 from mcp_reconcile.scrub import StreamScrubber
 
 # How long a group gets between SIGTERM and SIGKILL when a command times out.
@@ -215,10 +216,12 @@ def _pdeathsig_preexec() -> Callable[[], None]:
 
 
 async def _pump_stderr(stream: asyncio.StreamReader, log: RotatingLog, scrubber: StreamScrubber) -> None:
+    """Server stderr -> log: secrets scrubbed, each line stamped with when it came (`logs --since`, markers)."""
+    stamper = LineStamper()
     try:
         while chunk := await stream.read(STDERR_CHUNK):
-            log.write(scrubber.feed(chunk) if scrubber else chunk)
-        log.write(scrubber.flush())
+            log.write(stamper.feed(scrubber.feed(chunk) if scrubber else chunk))
+        log.write(stamper.feed(scrubber.flush()))
     finally:
         log.close()
 

@@ -67,12 +67,12 @@ LISTS = (("tools/list", "tools", "notifications/tools/list_changed"),
 HANDSHAKE_PROTOCOL_VERSION = "2025-11-25"   # what the runner asks for in its one initialize
 DISCOVER_META = {eras.PROTOCOL_VERSION_KEY: eras.MODERN_PROTOCOL_VERSION, eras.CLIENT_CAPABILITIES_KEY: {}}
 CLIENT_INFO = {"name": "mcp-reconcile-runner", "version": "0.1.0"}
-# What the runner declares on behalf of its clients: sampling and elicitation, so the server offers the
-# tools that need them; each such request is routed to a client that really has the capability, or refused
+# What the runner declares on behalf of its clients: sampling and elicitation (form and URL modes), so the server
+# offers the tools that need them; each such request is routed to a client that really has the capability, or refused
 # with a clear error (serverlink.py). Not roots: many clients share one server process, so there is no one
 # set of roots to give it, and servers ask for roots at start-up (server-everything then waits for the
 # answer instead of exiting when its stdin closes).
-CLIENT_CAPABILITIES = {"sampling": {}, "elicitation": {}}
+CLIENT_CAPABILITIES = {"sampling": {}, "elicitation": {"form": {}, "url": {}}}
 METHOD_NOT_FOUND = -32601
 
 

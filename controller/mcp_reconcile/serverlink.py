@@ -26,15 +26,32 @@ from typing import Any
 METHOD_NOT_FOUND = -32601
 # Server-to-client requests, and the client capability each needs (ping needs none).
 CAPABILITY_OF = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
-# Requests during which a server does not ask its client anything nor log on its behalf: a sampling request
-# or a log line is never handed to a client whose only request in flight is one of these.
-QUIET_METHODS = frozenset({"ping", "initialize", "tools/list", "prompts/list", "resources/list",
-                           "resources/templates/list", "resources/subscribe", "resources/unsubscribe",
-                           "logging/setLevel", "server/discover"})
+# Requests during which a server does not ask its client anything: a sampling or elicitation request is never
+# handed to a client whose only request in flight is one of these.
+ASKS_NOTHING = frozenset({"ping", "initialize", "tools/list", "prompts/list", "resources/list",
+                          "resources/templates/list", "resources/subscribe", "resources/unsubscribe",
+                          "logging/setLevel", "server/discover"})
+# Requests during which a server does not log: a log line is never put on the stream of one of these.
+LOGS_NOTHING = frozenset({"ping", "initialize", "server/discover"})
 # Server-to-client requests remembered while their answer is awaited; the oldest is dropped beyond this.
 MAX_OPEN_SERVER_REQUESTS = 1024
 
 Sink = Callable[[dict[str, Any]], None]
+
+
+def can_answer(capabilities: dict[str, Any], request: dict[str, Any]) -> bool:
+    """Whether a client with `capabilities` can answer this server request: the capability it needs, and for
+    a URL-mode elicitation the `url` mode (an empty `elicitation: {}` means form mode only)."""
+    capability = CAPABILITY_OF.get(str(request.get("method")))
+    if capability is None:
+        return True
+    if capability not in capabilities:
+        return False
+    params = request.get("params") if isinstance(request.get("params"), dict) else {}
+    if capability == "elicitation" and params.get("mode") == "url":
+        modes = capabilities.get("elicitation")
+        return isinstance(modes, dict) and "url" in modes
+    return True
 
 
 class ServerUnavailable(Exception):
@@ -228,7 +245,7 @@ class ServerLink:
                 pending.sink({**message, "params": {**params, "progressToken": pending.progress_token}})
             return
         if method == "notifications/message":
-            streaming = self._newest(lambda p: p.sink is not None and p.method not in QUIET_METHODS)
+            streaming = self._newest(lambda p: p.sink is not None and p.method not in LOGS_NOTHING)
             if streaming is not None and streaming.sink is not None:
                 streaming.sink(message)
                 return
@@ -236,8 +253,8 @@ class ServerLink:
 
     def _route_server_request(self, message: dict[str, Any], method: str) -> None:
         capability = CAPABILITY_OF.get(method)
-        target = self._newest(lambda p: p.sink is not None and p.method not in QUIET_METHODS
-                              and (capability is None or capability in p.capabilities))
+        target = self._newest(lambda p: p.sink is not None and p.method not in ASKS_NOTHING
+                              and can_answer(p.capabilities, message))
         key = f"mcpr-s2c-{self._next_id + 1}"
         self._next_id += 1
         forwarded = {**message, "id": key}
