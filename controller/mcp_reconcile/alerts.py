@@ -1,7 +1,9 @@
 """Alerts on status change, recovery and critical failure: an event always, a webhook POST when configured.
 
-The original design note alerted on these three moments (SPEC section 11). The controller calls
-`AlertSink.notify(alert)` from its loop; that only records an `alert.raised` event and enqueues. A
+The original design note alerted on these three moments (SPEC section 11). A phase transition is one
+event, `server.phase_changed`, whose `alert` field names the alert it raised (`announce_transition`); an
+alert outside a transition (a backoff reset after a recovery) is an `alert.raised` event. Either way
+`AlertSink.notify(alert)` only records and enqueues. A
 background task posts each alert as JSON with a short timeout, one try, and reports a failure as an
 `alert.failed` event: a dead or slow webhook never blocks or breaks reconciliation. The queue is bounded
 and drops the oldest alert first (`alert.dropped`), since the newest state is the one worth knowing.
@@ -99,12 +101,34 @@ class AlertGate:
             return True
         return False
 
+    def reset(self, server: str) -> None:
+        """An edit reset the server's backoff: its incident ends with it (no alert: the edit is no recovery),
+        so a new generation that fails again raises a `critical` alert of its own."""
+        self.open.discard(server)
+
     def settled(self, server: str) -> bool:
         """The server's backoff reset: True when that closes an open incident (a `recovered` alert is due)."""
         if server in self.open:
             self.open.discard(server)
             return True
         return False
+
+
+def announce_transition(sink: AlertSink, gate: AlertGate, server: str, *, previous: str | None, phase: str,
+                        message: str, settled: bool) -> AlertKind | None:
+    """The one event of a phase transition, `server.phase_changed`, naming the alert it raised (if any).
+
+    The alert is a side effect of the transition (the webhook POST), not a second event: an `alert.raised`
+    beside every `server.phase_changed` logged each transition twice (issue 12). The gate may hold the alert
+    back during an incident; the transition is logged all the same. Returns the kind of alert sent.
+    """
+    kind = alert_kind(previous, phase)
+    sent = kind if kind and gate.admit(kind, server, settled=settled) else None
+    log.info("server.phase_changed", server=server, phase=phase, previous_phase=previous, reason=message,
+             alert=sent)
+    if sent:
+        sink.notify(make_alert(sent, server, phase=phase, previous_phase=previous, message=message), logged=True)
+    return sent
 
 
 def make_alert(kind: AlertKind, server: str, *, phase: Phase | str,
@@ -168,13 +192,16 @@ class AlertSink:
         """Alerts queued and not yet posted."""
         return len(self._queue)
 
-    def notify(self, alert: Mapping[str, Any]) -> None:
-        """Record the alert and queue it for the webhook; returns at once and never raises for delivery."""
+    def notify(self, alert: Mapping[str, Any], *, logged: bool = False) -> None:
+        """Record the alert and queue it for the webhook; returns at once and never raises for delivery.
+
+        `logged`: the caller's own event already says so (a phase transition), so no `alert.raised` is added."""
         clean = clean_alert(alert, redact=self._redact)
         level = "warning" if clean["kind"] == "critical" else "info"
         # the event gets its own `ts` from the log chain; the alert's ts goes to the webhook
         fields = {key: value for key, value in clean.items() if key != "ts"}
-        getattr(log, level)("alert.raised", **fields)
+        if not logged:
+            getattr(log, level)("alert.raised", **fields)
         if self._url is None:
             return
         if len(self._queue) >= self._max_queued:

@@ -1,8 +1,11 @@
 """Execute a Plan's actions through an Effects seam, one audit event each, and return Outcomes.
 
-Installs run in parallel (bounded), starts in dependency waves (bounded), stops before everything. A
-failed action never stops the others: only the same server's later actions and the servers that depend
-on it are skipped, each with a reason.
+Stops run first (dependents first), then uninstalls. Then each server goes its own way: install, start,
+test, one after the other, bounded per kind (installs, starts, tests in parallel), so that one server's slow
+or retried install never delays another server's start (issue 12: a failing install held a healthy server's
+start back 39 s). A server's start waits only for the starts of the servers it depends on. A failed action
+never stops the others: only the same server's later actions and the servers that depend on it are
+skipped, each with a reason.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from mcp_reconcile.errors import McpReconcileError
+from mcp_reconcile.errors import McpReconcileError, PermanentError
 from mcp_reconcile.events import get_logger
 from mcp_reconcile.model import Action, ActionKind, Plan, ServerSpec
+from mcp_reconcile.slots import Slots
 
 log = get_logger()
 
@@ -39,6 +43,7 @@ class Outcome:
     error: str | None = None
     skipped: bool = False
     duration_s: float = 0.0
+    permanent: bool = False   # a PermanentError: retrying cannot help until the spec changes
 
 
 @dataclass(frozen=True)
@@ -74,29 +79,48 @@ async def apply_plan(plan: Plan, desired: Mapping[str, ServerSpec], effects: Eff
                 return f"dependency {dep} failed"
         return None
 
+    async def one(action: Action, slots: Slots) -> None:
+        reason = blocked_by(action)
+        if reason:
+            record(Outcome(action, False, error=f"skipped: {reason}", skipped=True), why=reason)
+            log.info("action.skipped", server=action.server, action=action.kind.value, reason=reason)
+            return
+        async with slots.held():   # (a package manager's retry gives it back while it waits)
+            record(await _run_action(action, desired, effects))
+
     async def run_group(actions: Iterable[Action], limit: int) -> None:
-        sem = asyncio.Semaphore(max(1, limit))
-
-        async def one(action: Action) -> None:
-            reason = blocked_by(action)
-            if reason:
-                record(Outcome(action, False, error=f"skipped: {reason}", skipped=True), why=reason)
-                log.info("action.skipped", server=action.server, action=action.kind.value, reason=reason)
-                return
-            async with sem:
-                record(await _run_action(action, desired, effects))
-
-        await asyncio.gather(*(one(a) for a in actions))
+        slots = Slots(limit)
+        await asyncio.gather(*(one(a, slots) for a in actions))
 
     stops = [a for a in plan.actions if a.kind is ActionKind.stop]
     for wave in sorted({a.wave for a in stops}):
         await run_group([a for a in stops if a.wave == wave], limits.starts)
     await run_group([a for a in plan.actions if a.kind is ActionKind.uninstall], limits.installs)
-    await run_group([a for a in plan.actions if a.kind in (ActionKind.install, ActionKind.upgrade)], limits.installs)
-    starts = [a for a in plan.actions if a.kind in (ActionKind.start, ActionKind.restart)]
-    for wave in sorted({a.wave for a in starts}):
-        await run_group([a for a in starts if a.wave == wave], limits.starts)
-    await run_group([a for a in plan.actions if a.kind is ActionKind.test], limits.tests)
+
+    slots = {ActionKind.install: Slots(limits.installs), ActionKind.start: Slots(limits.starts),
+             ActionKind.test: Slots(limits.tests)}
+    slots[ActionKind.upgrade], slots[ActionKind.restart] = slots[ActionKind.install], slots[ActionKind.start]
+    per_server: dict[str, list[Action]] = {}
+    for a in plan.actions:   # in plan order: a server's install, then its start, then its test
+        if a.kind in slots:
+            per_server.setdefault(a.server, []).append(a)
+    started = {name: asyncio.Event() for name in per_server}   # set once a server's start is over (or not due)
+
+    async def pipeline(name: str, actions: list[Action]) -> None:
+        spec = desired.get(name)
+        try:
+            for a in actions:
+                if a.kind is ActionKind.test:
+                    started[name].set()   # dependents wait for the start, not for the gate tests
+                elif a.kind in (ActionKind.start, ActionKind.restart):
+                    for dep in (spec.depends_on if spec else ()):
+                        if dep in started and dep != name:
+                            await started[dep].wait()
+                await one(a, slots[a.kind])
+        finally:
+            started[name].set()
+
+    await asyncio.gather(*(pipeline(name, actions) for name, actions in per_server.items()))
     position = {id(action): i for i, action in enumerate(plan.actions)}
     return sorted(outcomes, key=lambda o: position.get(id(o.action), len(position)))
 
@@ -113,7 +137,8 @@ async def _run_action(action: Action, desired: Mapping[str, ServerSpec], effects
         duration = time.monotonic() - started
         bound.error("action.failed", reason=action.reason, outcome="failed", error=str(exc),
                     error_type=type(exc).__name__, duration_ms=round(duration * 1000, 1))
-        return Outcome(action, False, error=str(exc), duration_s=duration)
+        return Outcome(action, False, error=str(exc), duration_s=duration,
+                       permanent=isinstance(exc, PermanentError))
     except Exception as exc:  # a bug or an unforeseen OS error fails this action, never the whole apply
         duration = time.monotonic() - started
         bound.exception("action.failed", reason=action.reason, outcome="failed", error=str(exc),

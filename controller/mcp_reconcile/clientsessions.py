@@ -11,6 +11,7 @@ outlive the runner that opened them. Stdlib only: the runner imports this.
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ from mcp_reconcile.sessionbook import MAX_SESSIONS, SessionBook
 
 # Log levels in order (RFC 5424, as MCP names them): a session that set a level gets what is at or above it.
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+# How long after its GET stream dropped a session's messages are still kept for a resume; after that (a client
+# gone for good) nothing is kept for it, so sessions that never come back cost no memory.
+RESUME_WINDOW_S = 300.0
 # Event ids name the runner that numbered them: a Last-Event-ID from an earlier runner matches none here.
 _EPOCH = os.urandom(4).hex()
 
@@ -41,12 +45,14 @@ class Session:
     log_level: str | None = None         # what the client asked with logging/setLevel
     history: deque[tuple[str, dict[str, Any]]] | None = None   # GET-stream messages by event id, once streamed
     sent: int = 0
+    stream_closed_at: float | None = None   # monotonic time its last GET stream ended (None: open, or never)
 
     def open_stream(self, last_event_id: str | None) -> Stream:
         """A new GET stream (replacing an older one), starting after `last_event_id` when the session has it."""
         if self.stream is not None:
             self.stream.end()
         stream = self.stream = Stream()
+        self.stream_closed_at = None
         if self.history is None:
             self.history = deque(maxlen=MAX_STREAM_BACKLOG)
         for event_id, message in self.replay_after(last_event_id) if last_event_id else ():
@@ -55,6 +61,9 @@ class Session:
 
     def deliver(self, message: dict[str, Any]) -> None:
         """To the session's GET stream (kept for a resume when the stream is down, once it has had one)."""
+        if self.history is not None and self.stream is None and self.stream_closed_at is not None \
+                and time.monotonic() - self.stream_closed_at > RESUME_WINDOW_S:
+            self.history = None   # gone too long to resume: keep nothing more for it
         if self.history is None:
             if self.stream is not None:
                 self.stream.put(message)

@@ -1,15 +1,17 @@
 """MCPClient manifests reconciled like servers: plan shows each client file's changes, apply writes them.
 
-Each MCPClient owns the mcp-reconcile entries of its config file: its selected servers are added or updated,
-and entries of ours for servers it no longer selects are removed (`prune`). The MCPClients applied so far are
-remembered in `STATE/mcpclients.json` (name -> client, scope, file), so that deleting one from the manifests
-removes the entries it wrote. Last good state applies here too: an MCPClient whose manifest file has a problem,
-or a manifest path that does not exist, is left as it is; never a removal because of a typo.
+Each MCPClient keeps the entries it wrote in its config file: its selected servers are added or updated, and
+those it wrote for servers it no longer selects are removed (entries `clients write` made, and the user's, are
+left alone). One MCPClient per file. The MCPClients applied so far are remembered in `STATE/mcpclients.json`
+(name -> client, scope, file, entries), so that deleting one from the manifests removes the entries it wrote.
+Last good state applies here too: an MCPClient whose manifest file has a problem, or a manifest path that does
+not exist, is left as it is; never a removal because of a typo.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +73,15 @@ def plan_clients(desired: Desired, state: StateDir, *, manifest_paths: list[str]
     record = Record(state)
     connect = Connect(connect_executable(), str(state.root.absolute()))
     specs = list(load.specs)
+    earlier = applied(state)
+    claimed: dict[Path, str] = {}
     for spec in load.clients:
+        path = _file_of(spec)
+        if path in claimed:
+            result.changes.append(ClientChange(spec.name, None, problem=f"{path} is already kept by MCPClient "
+                                               f"{claimed[path]} (one MCPClient per file: merge their servers)"))
+            continue
+        claimed[path] = spec.name
         missing = unknown_servers(spec, set(load.files))
         servers = selected(spec, specs)
         try:
@@ -81,7 +91,9 @@ def plan_clients(desired: Desired, state: StateDir, *, manifest_paths: list[str]
                     ports.port_for(state, server.name, requested=server.port, reserved=reserved)
             targets = targets_for(servers, state, allocate=False)
             entries = desired_entries(CLIENTS[spec.client], spec.scope, targets, connect=connect)
-            change = plan_file(CLIENTS[spec.client], spec.scope, _file_of(spec), entries, record, prune=True)
+            wrote = earlier.get(spec.name, {}).get("entries")
+            change = plan_file(CLIENTS[spec.client], spec.scope, path, entries, record,
+                               prune=wrote if isinstance(wrote, list) else [])
         except (McpReconcileError, ports.PortUnavailable, OSError) as exc:
             result.changes.append(ClientChange(spec.name, None, problem=str(exc)))
             continue
@@ -96,7 +108,9 @@ def plan_clients(desired: Desired, state: StateDir, *, manifest_paths: list[str]
         if client is None:
             continue
         try:
-            change = plan_remove(client, str(info.get("scope")), Path(str(info.get("file"))), None, record)
+            wrote = info.get("entries")   # only what this MCPClient wrote (not `clients write`'s entries)
+            change = plan_remove(client, str(info.get("scope")), Path(str(info.get("file"))),
+                                 wrote if isinstance(wrote, list) else [], record)
         except (McpReconcileError, OSError) as exc:
             result.changes.append(ClientChange(name, None, removed=True, problem=str(exc)))
             continue
@@ -142,7 +156,24 @@ def apply_clients(plan: ClientPlan, state: StateDir, desired: Desired) -> list[s
         else:
             spec = by_name[item.name]
             done[item.name] = {"client": spec.client, "scope": spec.scope, "file": str(item.change.path),
-                               "manifest": os.path.abspath(spec.origin.file)}
+                               "manifest": os.path.abspath(spec.origin.file),
+                               "entries": sorted(item.change.written)}
     if done or (state.root / APPLIED_FILE).exists():
         write_json_atomic(state.root / APPLIED_FILE, done)
+    return failures
+
+
+def sync_clients(desired: Desired, state: StateDir, manifest_paths: list[str], log: Any, *,
+                 say: Callable[[str], None] = lambda line: None) -> list[str]:
+    """apply and run: write every MCPClient's changes (after the servers, whose ports the entries name); the
+    caller holds the state dir's lock. Returns the failures (also logged)."""
+    if not desired.load.clients and not (state.root / APPLIED_FILE).exists():
+        return []
+    client_plan = plan_clients(desired, state, manifest_paths=manifest_paths, allocate=True)
+    for line in plan_lines(client_plan):
+        say(line)
+        log.info("client.changed", change=line)
+    failures = apply_clients(client_plan, state, desired)
+    for failure in failures:
+        log.error("client.failed", error=failure)
     return failures

@@ -7,13 +7,13 @@ import time
 from collections.abc import Callable
 
 from mcp_reconcile import render
-from mcp_reconcile.cli import Options
-from mcp_reconcile.desired import load_desired
+from mcp_reconcile.desired import Desired, load_desired
 from mcp_reconcile.errors import McpReconcileError
 from mcp_reconcile.ledger import Ledger
 from mcp_reconcile.manifest import load_manifests
 from mcp_reconcile.observe import observe
 from mcp_reconcile.plan import plan
+from mcp_reconcile.settings import Options
 from mcp_reconcile.store import StateDir
 
 
@@ -46,14 +46,36 @@ def cmd_plan(opts: Options) -> int:
     specs = desired.load.by_name
     observed = observe(state, specs, ledger=ledger)
     the_plan = plan(specs, observed, now=time.monotonic(), protected=desired.protected)
+    client_lines, client_problems = _client_plan(desired, state, opts)
     if opts.output == "json":
-        print(render.plan_json(the_plan, desired.load.problems))
+        import json
+
+        data = json.loads(render.plan_json(the_plan, desired.load.problems))
+        if client_lines or client_problems:
+            data["clients"] = {"changes": client_lines, "problems": client_problems}
+        print(json.dumps(data, indent=2))
         for w in desired.load.warnings:
             print(f"warning: {w}", file=sys.stderr)
     else:
         _print_problems(desired.load.problems, desired.load.warnings)
         print(render.plan_text(the_plan))
-    return render.plan_exit_code(the_plan, detailed=opts.detailed_exitcode, had_errors=bool(desired.load.problems))
+        if client_lines:
+            print("\nClient configs (MCPClient):\n" + "\n".join(f"  {line}" for line in client_lines))
+    code = render.plan_exit_code(the_plan, detailed=opts.detailed_exitcode,
+                                 had_errors=bool(desired.load.problems or client_problems))
+    if code == render.EXIT_OK and opts.detailed_exitcode and any(line[:1] in "+~-" for line in client_lines):
+        return render.EXIT_CHANGES
+    return code
+
+
+def _client_plan(desired: Desired, state: StateDir, opts: Options) -> tuple[list[str], list[str]]:
+    """The MCPClient part of the plan: its lines and its problems (nothing imported when there is none)."""
+    if not desired.load.clients and not (state.root / "mcpclients.json").exists():
+        return [], []
+    from mcp_reconcile import clientsync
+
+    client_plan = clientsync.plan_clients(desired, state, manifest_paths=opts.manifest_paths(), allocate=False)
+    return clientsync.plan_lines(client_plan), client_plan.problems
 
 
 def cmd_import(opts: Options) -> int:
@@ -62,13 +84,30 @@ def cmd_import(opts: Options) -> int:
     return import_config(opts)
 
 
+def _record_manifests(opts: Options) -> None:
+    """Remember what was applied, so that `status` works from any directory (lastapplied.py)."""
+    import contextlib
+
+    from mcp_reconcile import lastapplied
+
+    with contextlib.suppress(OSError):   # an unusable state dir: the command itself says why, naming it
+        lastapplied.record(StateDir(opts.state_dir), opts.manifest_paths())
+
+
 def cmd_apply(opts: Options) -> int:
     from mcp_reconcile.oneshot import apply_once
 
-    return apply_once(opts)
+    code = apply_once(opts)
+    _record_manifests(opts)
+    return code
 
 
 def cmd_run(opts: Options) -> int:
+    _record_manifests(opts)
+    if opts.metrics_port is not None:
+        from mcp_reconcile.loop.metered import run_metered
+
+        return run_metered(opts)
     from mcp_reconcile.loop.controller import run_controller
 
     return run_controller(opts)
@@ -86,14 +125,20 @@ def cmd_status(opts: Options) -> int:
     return show_status(opts)
 
 
+def cmd_describe(opts: Options) -> int:
+    from mcp_reconcile.describe import show_describe
+
+    return show_describe(opts)
+
+
 def cmd_events(opts: Options) -> int:
-    from mcp_reconcile.status import show_events
+    from mcp_reconcile.eventsview import show_events
 
     return show_events(opts)
 
 
 def cmd_logs(opts: Options) -> int:
-    from mcp_reconcile.status import show_logs
+    from mcp_reconcile.logsview import show_logs
 
     return show_logs(opts)
 
@@ -104,9 +149,23 @@ def cmd_test(opts: Options) -> int:
     return run_tests(opts)
 
 
+def cmd_render(opts: Options) -> int:
+    from mcp_reconcile.kube import run_render
+
+    return run_render(opts)
+
+
+def cmd_clients(opts: Options) -> int:
+    from mcp_reconcile.clients.command import run
+
+    return run(opts)
+
+
 COMMANDS: dict[str, Callable[[Options], int]] = {
+    "render": cmd_render, "clients": cmd_clients,
     "validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "run": cmd_run, "import": cmd_import,
-    "stop-all": cmd_stop_all, "status": cmd_status, "events": cmd_events, "logs": cmd_logs, "test": cmd_test,
+    "stop-all": cmd_stop_all, "status": cmd_status, "describe": cmd_describe, "events": cmd_events,
+    "logs": cmd_logs, "test": cmd_test,
 }
 
 

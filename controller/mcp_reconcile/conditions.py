@@ -51,8 +51,11 @@ def evaluate(spec: ServerSpec | None, obs: ObservedServer, mem: Memory, *,
     healthy = (None if unsupervised else obs.healthy) if obs.running else False
     gate = bool(spec and spec.tests.gate)
     tested = mem.tested_ok if gate else True
+    install_failed = not installed and bool(mem.failed_reason)
     conds = [
-        _cond("Installed", installed, "Installed" if installed else "NotInstalled",
+        _cond("Installed", installed, "Installed" if installed else ("InstallFailed" if install_failed
+                                                                     else "NotInstalled"),
+              (mem.failed_reason or "") if install_failed else
               f"version {obs.resolved_version}" if obs.resolved_version else ""),
         _cond("Running", obs.running, "RunnerAlive" if obs.running else "NotRunning",
               f"pid {obs.server_pid}" if obs.server_pid else ""),

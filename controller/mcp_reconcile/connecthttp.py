@@ -125,9 +125,12 @@ def message_headers(message: dict[str, Any], *, session_id: str | None, protocol
 
 
 def retry_worthy(message: dict[str, Any]) -> bool:
-    """Is this the runner's answer for a request its server exited under (a 503 folded into an SSE stream)?"""
+    """Is this the runner's answer for a request its server could not take (a 503 folded into an SSE stream)?
+    Not when the server had the request in hand (`data.forwarded`): it may have acted on it, so the client
+    decides whether to send it again."""
     error = message.get("error")
-    return isinstance(error, dict) and error.get("code") == SERVER_UNAVAILABLE \
+    forwarded = isinstance(error, dict) and isinstance(error.get("data"), dict) and error["data"].get("forwarded")
+    return isinstance(error, dict) and error.get("code") == SERVER_UNAVAILABLE and not forwarded \
         and str(error.get("message", "")).startswith(_UNAVAILABLE_PREFIX)
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -22,6 +22,8 @@ from mcp_reconcile.events import REDACTOR, get_logger
 from mcp_reconcile.ledger import Ledger
 from mcp_reconcile.model import RUNTIME_FIELDS, ServerSpec, env_without
 from mcp_reconcile.observe import runner_liveness
+from mcp_reconcile.scrub import SECRET_PARTS_ENV
+from mcp_reconcile.slots import Slots
 from mcp_reconcile.spawner import READY_FD_PLACEHOLDER, RunnerSpawner
 from mcp_reconcile.store import RunRecord, StateDir
 
@@ -55,16 +57,18 @@ class HostEffects:
     continue_past_failed_tests: bool = False   # --force: a failed gate is reported, the apply goes on
     withheld_env: set[str] = field(default_factory=set)   # ${VAR}s of any manifest: no server inherits them
     reserved_ports: set[int] = field(default_factory=set)  # every desired spec.port: never allocated to another
-    install_slots: asyncio.Semaphore | None = None   # bounds parallel installs when passes run concurrently
+    install_slots: Slots | None = None   # bounds parallel installs when passes run concurrently
     spawner: RunnerSpawner | None = None   # warm runner starts (forks); None: a fresh interpreter each
     children: dict[str, Runner] = field(default_factory=dict)
+    # (server, runtime generation) whose gate passed just before its swap: its plan's test action has nothing to add
+    _gated: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def inherited_env(self) -> dict[str, str]:
         """The controller's environment minus every manifest's ${VAR}s (secrets of other servers)."""
         return env_without(self.base_env, self.withheld_env)
 
     async def install(self, spec: ServerSpec) -> str:
-        async with self.install_slots or contextlib.nullcontext():
+        async with self.install_slots.held() if self.install_slots else contextlib.nullcontext():
             record, changed = await install.ensure_installed(spec, self.state, env=self.inherited_env(),
                                                              prerequisites=self.check_prerequisites)
         version = record.get("resolved_version", "?")
@@ -98,7 +102,10 @@ class HostEffects:
                        "--", *launch.argv]
         self.state.ensure()
         try:
-            child = self._spawn_runner(spec.name, runner_args, dict(launch.env), launch.cwd, ready_w)
+            env = dict(launch.env)
+            if spec.secret_parts:   # ${VAR} values inside composed ones (`Bearer ${TOK}`): the runner scrubs them too
+                env[SECRET_PARTS_ENV] = json.dumps(sorted(spec.secret_parts))
+            child = self._spawn_runner(spec.name, runner_args, env, launch.cwd, ready_w)
         except OSError as exc:
             os.close(ready_r)
             where = f" in {launch.cwd}" if launch.cwd else ""
@@ -115,8 +122,7 @@ class HostEffects:
             self.forget_child(spec.name)
             code = ((self.state.read_run(spec.name) or {}).get("exit") or {}).get("code")
             if code is not None:
-                self.ledger.update(spec.name, last_exit={"code": code, "reason": "exited during startup",
-                                                         "at": time.time()})
+                self.ledger.record_exit(spec.name, code=code, reason="exited during startup")
             await asyncio.to_thread(self.reap_leftovers, spec.name)
             self._remove_dead_run(spec.name)
             raise
@@ -124,13 +130,14 @@ class HostEffects:
 
     def _note_generation(self, spec: ServerSpec) -> None:
         """The ledger now follows `spec`'s generation (a start, or a swap in place)."""
-        self.ledger.update(spec.name, file=spec.origin.file, generation=spec.generation,
-                           runtime_generation=spec.runtime_generation,
-                           runtime_digests={k: v for k, v in spec.digests.items()
-                                            if any(k == f or k.startswith(f + ".") for f in RUNTIME_FIELDS)},
-                           stop_timeout_s=spec.stop_timeout_s, tested_generation=None, test_passed=None,
-                           healthy=None, consecutive_probe_failures=0, stopped=False, last_exit=None,
-                           failed_reason=None)
+        self.ledger.record_start(spec.name, file=spec.origin.file, generation=spec.generation,
+                                 runtime_generation=spec.runtime_generation,
+                                 runtime_digests={k: v for k, v in spec.digests.items()
+                                                  if any(k == f or k.startswith(f + ".") for f in RUNTIME_FIELDS)},
+                                 stop_timeout_s=spec.stop_timeout_s)
+        gated = self._gated.get((spec.name, spec.runtime_generation))
+        if gated is not None:   # its gate passed just before the swap: the new process is the one tested
+            self.ledger.record_test(spec.name, generation=spec.runtime_generation, passed=True, message=gated)
         self.ledger.save()  # status must not show the old process's health for the new one
 
     async def replace(self, spec: ServerSpec) -> str | None:
@@ -147,11 +154,14 @@ class HostEffects:
         record = self.state.read_install(spec.name)
         if not record:
             return None
+        if spec.tests.gate:   # the new generation passes its gate (on processes of its own) before it takes over
+            await self._test(spec, via_endpoint=False)
         launch = install.launch_spec(spec, record, self.inherited_env())
         timeout = float(spec.tests.raw.get("startupTimeoutSeconds", DEFAULT_STARTUP_TIMEOUT_S))
         request = {"op": "replace", "state_dir": str(self.state.root), "name": spec.name,
                    "generation": spec.runtime_generation, "argv": list(launch.argv), "env": dict(launch.env),
                    "cwd": launch.cwd, "secret_env": sorted(spec.secret_keys), "token_env": spec.token_env,
+                   "secret_parts": sorted(spec.secret_parts),
                    "stop_timeout": spec.stop_timeout_s, "startup_timeout": timeout,
                    "endpoint_args": _endpoint_args(spec)}
         try:
@@ -294,17 +304,23 @@ class HostEffects:
         return reaped
 
     async def test(self, spec: ServerSpec) -> str:
+        if (spec.name, spec.runtime_generation) in self._gated:   # passed just before its swap, in this apply
+            return "passed before the swap"
+        return await self._test(spec, via_endpoint=True)
+
+    async def _test(self, spec: ServerSpec, *, via_endpoint: bool) -> str:
         from mcp_reconcile.testcmd import test_one
 
-        report = await test_one(spec, self.state, self.inherited_env())
+        report = await test_one(spec, self.state, self.inherited_env(), via_endpoint=via_endpoint)
         passed = bool(report.passed)
         failed = [c for c in report.checks if getattr(c.status, "value", c.status) == "fail"]
         message = "all checks passed" if passed else "; ".join(f"{c.name}: {c.message}" for c in failed[:3])
         message = REDACTOR.scrub(message)   # a server may echo its environment into an answer
-        self.ledger.update(spec.name, tested_generation=spec.runtime_generation, test_passed=passed,
-                           test_message=message)
+        self.ledger.record_test(spec.name, generation=spec.runtime_generation, passed=passed, message=message)
         if not passed and not self.continue_past_failed_tests:
             raise PermanentError(spec.name, "test", message)
+        if passed and not via_endpoint:
+            self._gated[(spec.name, spec.runtime_generation)] = message
         if not passed:
             log.warning("test.failed_ignored", server=spec.name, reason="--force", error=message)
             return f"tests FAILED, continuing (--force): {message}"

@@ -108,6 +108,9 @@ def tee_to(sink: JsonLinesFile | None, *, keep: bool):  # type: ignore[no-untype
 
 REDACTOR = Redactor()
 _SINK: JsonLinesFile | None = None
+# Processors that watch the redacted stream before it is written (metrics.Metrics.on_event); they return
+# the event unchanged. Registered before `configure`, which puts them in the chain.
+OBSERVERS: list[Any] = []
 
 
 def configure(events_file: Path | None, *, secrets: Iterable[str] = (), stderr: str | None = "auto") -> Redactor:
@@ -133,6 +136,7 @@ def configure(events_file: Path | None, *, secrets: Iterable[str] = (), stderr: 
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
             structlog.processors.format_exc_info,
             REDACTOR,
+            *OBSERVERS,
             tee_to(_SINK, keep=bool(renderer)),
             *renderer,
         ],

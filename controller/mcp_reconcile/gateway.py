@@ -21,6 +21,7 @@ import json
 import os
 import re
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +29,10 @@ import h11
 
 from mcp_reconcile import eras, httpio, mrtr
 from mcp_reconcile.clientsessions import LOG_LEVELS, Session, SessionTable
+from mcp_reconcile.endpointstats import EndpointStats
 from mcp_reconcile.httpio import READ_CHUNK, Reply, Stream
-from mcp_reconcile.isolation import SessionLimit, SessionServers
-from mcp_reconcile.serverlink import ServerLink, ServerUnavailable
+from mcp_reconcile.isolation import SessionGone, SessionLimit, SessionServers
+from mcp_reconcile.serverlink import ServerExited, ServerLink, ServerUnavailable
 from mcp_reconcile.sessionbook import SessionBook
 
 # JSON-RPC error codes used here.
@@ -70,6 +72,12 @@ class Call:
     wants_stream: bool    # the client accepts text/event-stream
 
 
+def _is_error(body: bytes) -> bool:
+    """A JSON-RPC error answer: its top-level "error" comes before any "result" (no parse of large results)."""
+    error, result = body.find(b'"error":'), body.find(b'"result":')
+    return error != -1 and (result == -1 or error < result)
+
+
 class Gateway:
     """The loopback Streamable HTTP endpoint of one runner."""
 
@@ -94,6 +102,7 @@ class Gateway:
         self.isolation = isolation   # spec.sessions: isolated (handshake-era sessions get a server each)
         self._sweeper: asyncio.Task[None] | None = None
         self._asked = mrtr.Asked()   # 2026-07-28 servers' questions put to handshake-era clients
+        self.stats = EndpointStats()  # what /metrics shows of this endpoint (endpointstats.py)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._retiring: list[ServerLink] = []   # earlier generations finishing what they have in flight
@@ -292,7 +301,14 @@ class Gateway:
             return await self._notification(call, method)
         if method == "initialize":
             return await self._initialize(message)
-        return await self._request(conn, writer, call, method)
+        started = asyncio.get_running_loop().time()
+        failed = True
+        try:
+            reply = await self._request(conn, writer, call, method)
+            failed = reply is not None and (reply.status >= 400 or _is_error(reply.body))
+            return reply
+        finally:
+            self.stats.record(asyncio.get_running_loop().time() - started, error=failed)
 
     def _classify(self, message: dict[str, Any], headers: dict[str, str]) -> Call | Reply:
         """Which era's client sent this, in which session; or the refusal that era's HTTP rules ask for."""
@@ -381,18 +397,28 @@ class Gateway:
         try:
             await (await self._link_for(call)).notify(message, scope=call.session_id)
             if method == "notifications/cancelled":   # the request it names may be on an older generation
-                for link in self._retiring:
+                own = self.isolation.links(call.session_id) if self.isolation and call.session_id else []
+                for link in (*own[1:], *self._retiring):
                     with contextlib.suppress(ServerUnavailable):
                         await link.notify(message, scope=call.session_id)
+        except SessionGone:
+            return self._session_gone(call)
         except ServerUnavailable:
             return Reply(503, b"", [("Retry-After", "1")])
         return Reply(202)
 
+    def _session_gone(self, call: Call) -> Reply:
+        """The session cannot go on (an isolated session's server cannot be started again): 404, and the client
+        starts a new one, as the Streamable HTTP transport says a client must."""
+        if call.session_id in self._sessions:
+            self._sessions.forget(call.session_id)
+        return httpio.error_reply(404, call.message.get("id"), INVALID_REQUEST, "Session not found")
+
     async def _answer_server(self, message: dict[str, Any], session_id: str | None) -> bool:
         if self._asked.answer(message, session_id):   # a question the gateway asked (mrtr.py)
             return True
-        own = self.isolation.current(session_id) if self.isolation is not None and session_id else None
-        for link in (*([own] if own else []), self.link, *self._retiring):   # or from an older generation
+        own = self.isolation.links(session_id) if self.isolation is not None and session_id else []
+        for link in (*own, self.link, *self._retiring):   # the request may be an older generation's
             with contextlib.suppress(ServerUnavailable):
                 if await link.answer_server(message, scope=session_id):
                     return True
@@ -405,6 +431,8 @@ class Gateway:
         message, answer_as = self._translate_in(call, method)
         try:
             link = await self._link_for(call)
+        except SessionGone:
+            return self._session_gone(call)
         except ServerUnavailable as exc:
             return httpio.error_reply(503, call.message.get("id"), SERVER_UNAVAILABLE,
                                       f"MCP server unavailable: {exc}", [("Retry-After", "1")])
@@ -437,7 +465,8 @@ class Gateway:
                      out: httpio.SseOut | None) -> dict[str, Any] | Reply:
         """One forwarded request: what the server sends meanwhile goes to `out`; then its response."""
         stream = Stream() if out is not None else None
-        capabilities = call.session.capabilities if call.session else eras.client_capabilities_of(call.message)
+        # a 2026-07-28 client takes no server requests (its era asks with input_required): none goes to it
+        capabilities = {} if call.modern else call.session.capabilities if call.session else {}
         forwarded = asyncio.ensure_future(link.request(
             message, timeout_s=self.request_timeout_s, scope=call.session_id,
             sink=stream.put if stream else None, capabilities=capabilities))
@@ -505,6 +534,10 @@ class Gateway:
         request_id = call.message.get("id")
         try:
             return await forwarded
+        except ServerExited as exc:   # delivered, then the server went away: a client must not blindly resend it
+            return httpio.error_reply(503, request_id, SERVER_UNAVAILABLE, f"MCP server unavailable: {exc} while "
+                                      "answering this request (it may have acted on it)", [("Retry-After", "1")],
+                                      data={"forwarded": True})
         except ServerUnavailable as exc:
             return httpio.error_reply(503, request_id, SERVER_UNAVAILABLE, f"MCP server unavailable: {exc}",
                                 [("Retry-After", "1")])
@@ -568,6 +601,7 @@ class Gateway:
             stream.open = False
             if session.stream is stream:
                 session.stream = None
+                session.stream_closed_at = time.monotonic()
         raise ConnectionError("stream ended")   # an SSE stream is never reused for another request
 
     def hook_session_link(self, session_id: str, link: ServerLink) -> None:

@@ -92,6 +92,25 @@ async def ask_runner(address: str, request: dict[str, Any], *, timeout_s: float)
     return answer if isinstance(answer, dict) else None
 
 
+def ask_runner_blocking(address: str, request: dict[str, Any], *, timeout_s: float) -> dict[str, Any] | None:
+    """`ask_runner` for threads without an event loop (the /metrics server's): None when nothing answers."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout_s)
+            sock.connect(address)
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n") and len(data) < MAX_REQUEST_BYTES:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        answer = json.loads(data) if data else None
+    except (OSError, ValueError):
+        return None
+    return answer if isinstance(answer, dict) else None
+
+
 # --- holding the endpoint while a crashed server comes back -------------------------------------------------
 # A keeper answers these requests on the control socket it inherited from the runner that forked it.
 TAKE = "take-listener"

@@ -18,11 +18,11 @@ from typing import Any
 import yaml
 
 from mcp_reconcile import render
-from mcp_reconcile.cli import Options
 from mcp_reconcile.errors import ManifestError, McpReconcileError
 from mcp_reconcile.formats import load_foreign
 from mcp_reconcile.manifest import validate_document
 from mcp_reconcile.safeload import check_source_file, local_path
+from mcp_reconcile.settings import Options
 
 # Env names whose literal values are taken for secrets when importing a client config.
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASS(WORD|WD)?|CREDENTIAL|AUTH|PAT$", re.IGNORECASE)

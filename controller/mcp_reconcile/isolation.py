@@ -40,6 +40,10 @@ class SessionLimit(Exception):
     """The maximum number of isolated sessions is open."""
 
 
+class SessionGone(Exception):
+    """The session's server cannot be started again (its initialize is not known): the client must start over."""
+
+
 class ServerProcessLike(Protocol):
     """What isolation needs of a spawned server: its link, and a way to stop it (and its group)."""
 
@@ -55,7 +59,12 @@ Spawn = Callable[[], Awaitable[ServerProcessLike]]
 class _Entry:
     process: ServerProcessLike | None = None
     starting: asyncio.Future[ServerProcessLike] | None = None
+    retiring: list[ServerProcessLike] = field(default_factory=list)   # an older generation's, finishing requests
     last_used: float = field(default_factory=time.monotonic)
+
+    @property
+    def holds_a_slot(self) -> bool:
+        return self.process is not None or self.starting is not None or bool(self.retiring)
 
 
 class SessionServers:
@@ -75,7 +84,7 @@ class SessionServers:
         self._stopping: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
-        return sum(1 for e in self._entries.values() if e.process is not None or e.starting is not None)
+        return sum(1 for e in self._entries.values() if e.holds_a_slot)
 
     def pids(self) -> list[int]:
         return [pid for e in self._entries.values() if e.process is not None
@@ -89,9 +98,10 @@ class SessionServers:
                                "(DELETE) or wait for an idle one to end")
         entry = self._entries[session_id] = _Entry()
         try:
-            process, response = await self._start(entry, initialize, replay=False)
+            process, response = await self._start(session_id, entry, initialize, replay=False)
         except BaseException:
-            self._entries.pop(session_id, None)
+            if self._entries.get(session_id) is entry:
+                del self._entries[session_id]
             raise
         if "result" not in response:
             self._entries.pop(session_id, None)
@@ -116,10 +126,9 @@ class SessionServers:
                 return entry.process.link
             crashed, entry.process = entry.process, None   # reap it before its successor starts
             await self._stop(crashed)
-        if initialize is None:
-            raise ServerUnavailable("the session's server is gone and its initialize is not known: "
-                                    "start a new session")
-        process, response = await self._start(entry, initialize, replay=True)
+        if initialize is None:   # a session opened while the server was shared: nothing to replay
+            raise SessionGone("this session's server cannot be started again: start a new session")
+        process, response = await self._start(session_id, entry, initialize, replay=True)
         if "result" not in response:
             self._entries.pop(session_id, None)
             await self._stop(process)
@@ -127,7 +136,7 @@ class SessionServers:
         self._hook(session_id, process.link)
         return process.link
 
-    async def _start(self, entry: _Entry, initialize: dict[str, Any], *,
+    async def _start(self, session_id: str, entry: _Entry, initialize: dict[str, Any], *,
                      replay: bool) -> tuple[ServerProcessLike, dict[str, Any]]:
         starting: asyncio.Future[ServerProcessLike] = asyncio.get_running_loop().create_future()
         entry.starting = starting
@@ -147,15 +156,21 @@ class SessionServers:
             raise
         finally:
             entry.starting = None
+        if self._entries.get(session_id) is not entry:   # the session ended while its server started
+            await self._stop(process)
+            raise ServerUnavailable("the session ended while its server was starting")
         entry.process = process
         starting.set_result(process)
         self._on_change(self.pids())
         return process, response
 
-    def current(self, session_id: str) -> ServerLink | None:
-        """The session's server link if one is running (a client's answer to its request goes there)."""
+    def links(self, session_id: str) -> list[ServerLink]:
+        """The session's server links, the serving one first, then those of an older generation still finishing
+        requests (a client's answer to a server request, or its cancel, may be for either)."""
         entry = self._entries.get(session_id)
-        return entry.process.link if entry is not None and entry.process is not None else None
+        if entry is None:
+            return []
+        return [p.link for p in ([entry.process] if entry.process else []) + entry.retiring]
 
     def touch(self, session_id: str) -> None:
         entry = self._entries.get(session_id)
@@ -169,7 +184,7 @@ class SessionServers:
                 and now - e.last_used >= self.idle_s and e.process.link.idle]
 
     def close(self, session_id: str) -> None:
-        """The session ended: stop its server (in the background)."""
+        """The session ended: stop its server (in the background; one still starting stops once started)."""
         entry = self._entries.pop(session_id, None)
         if entry is not None and entry.process is not None:
             self._background(self._stop(entry.process))
@@ -179,20 +194,25 @@ class SessionServers:
         gets a new one (its initialize replayed) on its next request."""
         for entry in self._entries.values():
             if entry.process is not None:
-                self._background(self._drain_and_stop(entry.process))
+                entry.retiring.append(entry.process)
+                self._background(self._drain_and_stop(entry, entry.process))
                 entry.process = None
 
     async def close_all(self) -> None:
         """The runner stops: every session's server stops now (in parallel)."""
-        processes = [e.process for e in self._entries.values() if e.process is not None]
+        processes = [p for e in self._entries.values() for p in ([e.process] if e.process else []) + e.retiring]
         self._entries.clear()
         await asyncio.gather(*(self._stop(p) for p in processes), *self._stopping, return_exceptions=True)
 
-    async def _drain_and_stop(self, process: ServerProcessLike) -> None:
+    async def _drain_and_stop(self, entry: _Entry, process: ServerProcessLike) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(DRAIN_TIMEOUT_S):
                 await process.link.drained()
-        await self._stop(process)
+        try:
+            await self._stop(process)
+        finally:
+            if process in entry.retiring:
+                entry.retiring.remove(process)
 
     async def _stop(self, process: ServerProcessLike) -> None:
         try:

@@ -44,7 +44,7 @@ from mcp_reconcile.model import (
 # The endpoint settings a manifest may set; only those set count in the runtime generation.
 ENDPOINT_OPTIONS = ("holdRequestsSeconds", "requestTimeoutSeconds", "sessions", "maxSessions", "sessionIdleSeconds")
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"   # package data (schemas/ at the top links here)
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 FOREIGN_SUFFIXES = (".json", ".jsonc")
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}|\$\$")
@@ -332,6 +332,7 @@ def build_spec(doc: dict[str, Any], *, origin: Origin, environ: Mapping[str, str
         request_timeout_s=float(spec.get("requestTimeoutSeconds", DEFAULT_REQUEST_TIMEOUT_S)),
         sessions=str(spec.get("sessions", "shared")), max_sessions=int(spec.get("maxSessions", DEFAULT_MAX_SESSIONS)),
         session_idle_s=float(spec.get("sessionIdleSeconds", DEFAULT_SESSION_IDLE_S)),
+        resources=MappingProxyType({k: MappingProxyType(dict(v)) for k, v in spec.get("resources", {}).items()}),
         labels=MappingProxyType(dict(meta.get("labels", {}))),
         tests=TestSpec(gate=bool(fields["tests"].get("gate", False)), raw=MappingProxyType(fields["tests"])),
         origin=origin, digests=MappingProxyType(digests), generation=generation.combine(digests),

@@ -150,6 +150,8 @@ class ServerSpec:
     sessions: str = "shared"       # shared: one server process for all clients; isolated: one per session
     max_sessions: int = DEFAULT_MAX_SESSIONS
     session_idle_s: float = DEFAULT_SESSION_IDLE_S
+    # Kubernetes requests/limits (cpu, memory) for `render kubernetes`; no effect on a local run
+    resources: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}))
     depends_on: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     tests: TestSpec = TestSpec()
@@ -209,9 +211,10 @@ class Action:
 
     kind: ActionKind
     server: str
-    reason: str
+    reason: str                        # for people (plan output, events); code reads the typed fields
     changed_fields: tuple[str, ...] = ()
     wave: int = 0
+    unhealthy: bool = False            # a restart because probes failed: the loop backs it off like a crash
 
 
 @dataclass(frozen=True)
@@ -258,9 +261,11 @@ class LaunchSpec:
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     cwd: str | None = None
     secret_keys: frozenset[str] = frozenset()
+    secret_parts: frozenset[str] = frozenset()   # ${VAR} values inside composed entries (ServerSpec's)
 
     def secret_values(self) -> list[str]:
-        return [value for key in sorted(self.secret_keys) if (value := self.env.get(key))]
+        whole = [value for key in sorted(self.secret_keys) if (value := self.env.get(key))]
+        return list(dict.fromkeys([*whole, *sorted(self.secret_parts)]))
 
 
 # Variables every server inherits even when a manifest references them as ${VAR} (they are no secret,

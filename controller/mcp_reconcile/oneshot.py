@@ -8,18 +8,21 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from typing import Any
 
-from mcp_reconcile import events, handover, install, render
+from mcp_reconcile import diagnose, events, handover, install, render
 from mcp_reconcile.apply import Limits, Outcome, apply_plan
-from mcp_reconcile.cli import Options
+from mcp_reconcile.clientsync import sync_clients
 from mcp_reconcile.desired import load_desired
 from mcp_reconcile.effects import HostEffects
+from mcp_reconcile.errors import StoreError
 from mcp_reconcile.ledger import Ledger
 from mcp_reconcile.model import ActionKind, DesiredState, Observed, Plan, referenced_vars
 from mcp_reconcile.observe import observe
 from mcp_reconcile.plan import plan
-from mcp_reconcile.readiness import refresh_status
+from mcp_reconcile.readiness import record_outcomes, refresh_status
 from mcp_reconcile.reports import write_installation_report
+from mcp_reconcile.settings import Options
 from mcp_reconcile.spawner import RunnerSpawner
 from mcp_reconcile.store import StateDir
 
@@ -44,27 +47,17 @@ def print_outcome(outcome: Outcome) -> None:
     elif outcome.skipped:
         _say(f"  skip   {a.kind.value:<9} {a.server}: {outcome.error}")
     else:
-        _say(f"  FAILED {a.kind.value:<9} {a.server}: {outcome.error}")
+        _say(f"  FAILED {a.kind.value:<9} {a.server}: {diagnose.strip_name(a.server, outcome.error or '')}")
 
 
 @contextlib.contextmanager
-def progress(total: int) -> Iterator[Callable[[Outcome], None]]:
-    """Outcome lines as they happen; on a TTY, with a live spinner counting what is done (rich)."""
-    if not sys.stdout.isatty():
-        yield print_outcome
-        return
-    from rich.console import Console
+def progress(the_plan: Plan, effects: HostEffects) -> Iterator[tuple[Any, Callable[[Outcome], None]]]:
+    """(effects that report their starts, the outcome callback): a live view of what is in flight on a TTY,
+    one line per action start and end off it (progress.py)."""
+    from mcp_reconcile.progress import ApplyProgress
 
-    console = Console()
-    done = 0
-    with console.status(f"applying 0/{total} actions ...") as status:
-        def on_outcome(outcome: Outcome) -> None:
-            nonlocal done
-            done += 1
-            print_outcome(outcome)
-            status.update(f"applying {done}/{total} actions ...")
-
-        yield on_outcome
+    with ApplyProgress(the_plan.actions, live=sys.stdout.isatty(), report=print_outcome, say=_say) as view:
+        yield view.tracked(effects), view.on_outcome
 
 
 def apply_once(opts: Options) -> int:
@@ -119,7 +112,7 @@ async def _apply(opts: Options, state: StateDir) -> int:
     # prerequisites were checked above for every server (or skipped on purpose): installs need not repeat it
     effects = HostEffects(state, ledger, check_prerequisites=False,
                           continue_past_failed_tests=opts.force,
-                          withheld_env=referenced_vars(specs.values()),
+                          withheld_env=referenced_vars(specs.values()) | desired.load.referenced_vars,
                           reserved_ports={s.port for s in specs.values() if s.port},
                           spawner=RunnerSpawner(state.root))
     if the_plan.has_changes:
@@ -127,31 +120,40 @@ async def _apply(opts: Options, state: StateDir) -> int:
         _say("Applying:")
         limits = Limits(installs=opts.max_parallel_installs, starts=opts.max_parallel_starts)
         try:
-            with progress(len(the_plan.actions)) as on_outcome:
-                outcomes = await apply_plan(the_plan, specs, effects, limits=limits, on_outcome=on_outcome)
+            with progress(the_plan, effects) as (tracked, on_outcome):
+                outcomes = await apply_plan(the_plan, specs, tracked, limits=limits, on_outcome=on_outcome)
         finally:
             effects.spawner.close()   # the runners it forked live on in sessions of their own
+            record_outcomes(ledger, outcomes)
             ledger.save()
             write_installation_report(state, outcomes, specs=specs, blocked=prereq_failed)
     elif prereq_failed:
         write_installation_report(state, outcomes, specs=specs, blocked=prereq_failed)
     await refresh_status(state, ledger, specs, probe=True)
     ledger.save()
+    client_failures = [] if opts.install_only else sync_clients(desired, state, opts.manifest_paths(), log, say=_say)
+    for failure in client_failures:
+        print(f"error: {failure}", file=sys.stderr)
     failed = [o for o in outcomes if not o.ok]
     done = len(outcomes) - len(failed)
     _say("")
     _say(f"Apply complete: {done} action(s) done, {len(failed)} failed." if outcomes else "Nothing to apply.")
-    exit_code = render.EXIT_ERROR if failed or desired.load.problems or prereq_failed else render.EXIT_OK
+    exit_code = render.EXIT_ERROR if failed or desired.load.problems or prereq_failed or client_failures \
+        else render.EXIT_OK
     if opts.test_after:
         from mcp_reconcile.testcmd import run_tests_async
 
-        exit_code = max(exit_code, await run_tests_async(opts, state, specs, ledger=ledger, holding_lock=True))
+        exit_code = max(exit_code, await run_tests_async(opts, state, specs, ledger=ledger, holding_lock=True,
+                                                         withheld=desired.load.referenced_vars))
         ledger.save()
     return exit_code
 
 
 def stop_all(opts: Options) -> int:
     state = StateDir(opts.state_dir)
+    if not state.root.exists() and state.root.parent.is_dir():   # a typo must not create one and succeed
+        raise StoreError(f"{state.root}: no such state dir, so no runners to stop (check --state-dir or "
+                         "$MCP_RECONCILE_STATE_DIR)")
     with state.locked():
         return asyncio.run(_stop_all(state))
 

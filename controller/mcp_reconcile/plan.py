@@ -6,6 +6,7 @@ then readiness tests. Applying a plan to a world and planning again yields no ch
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Mapping
 
 from mcp_reconcile import generation, graph
@@ -69,8 +70,12 @@ def plan_server(spec: ServerSpec, obs: ObservedServer, *, now: float) -> tuple[l
             actions.append(Action(ActionKind.restart, name, f"changed: {describe_changes(fields, spec)}",
                                   tuple(fields)))
         elif obs.consecutive_probe_failures >= spec.health.failure_threshold:
-            actions.append(Action(ActionKind.restart, name,
-                                  f"unhealthy: {obs.consecutive_probe_failures} consecutive failed probes"))
+            reason = f"unhealthy: {obs.consecutive_probe_failures} consecutive failed probes"
+            if obs.backoff_until is not None and obs.backoff_until > now:   # a server that keeps hanging waits too
+                deferred = Deferred(name, obs.backoff_until,
+                                    f"{reason}; CrashLoopBackOff, retry in {obs.backoff_until - now:.1f}s")
+            else:
+                actions.append(Action(ActionKind.restart, name, reason, unhealthy=True))
     else:
         reason = _start_reason(obs)
         if reason is not None and _policy_allows_start(spec.restart_policy, obs):
@@ -140,7 +145,7 @@ def plan(desired: Mapping[str, ServerSpec], observed: Observed, *, now: float,
 def _with_wave(action: Action, wave: int, max_wave: int) -> Action:
     # stops run in reverse dependency order: dependents (high waves) go first
     w = max_wave - wave if action.kind in (ActionKind.stop, ActionKind.uninstall) else wave
-    return Action(action.kind, action.server, action.reason, action.changed_fields, w)
+    return dataclasses.replace(action, wave=w)
 
 
 def _sort_key(action: Action) -> tuple[int, int, str]:

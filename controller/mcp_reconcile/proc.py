@@ -127,6 +127,7 @@ class RotatingLog:
     def write(self, data: bytes) -> None:
         if self._fd < 0 or not data:
             return
+        self._follow()
         if self._size > 0 and self._size + len(data) > self.max_bytes:
             self._rotate()
         view = memoryview(data)
@@ -134,6 +135,18 @@ class RotatingLog:
             written = os.write(self._fd, view)
             view = view[written:]
         self._size += len(data)
+
+    def _follow(self) -> None:
+        """Several writers may share the file (isolated sessions' servers log to their server's log): when
+        another one rotated it, write to the new file, and count what they all wrote."""
+        try:
+            same = os.stat(self.path).st_ino == os.fstat(self._fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            os.close(self._fd)
+            self._fd = self._open()
+        self._size = os.fstat(self._fd).st_size
 
     def _rotate(self) -> None:
         os.close(self._fd)

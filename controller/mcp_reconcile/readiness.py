@@ -7,19 +7,36 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from mcp_reconcile import conditions
 from mcp_reconcile.events import get_logger
 from mcp_reconcile.ledger import Ledger
-from mcp_reconcile.model import ObservedServer, ServerSpec
+from mcp_reconcile.model import ActionKind, ObservedServer, ServerSpec
 from mcp_reconcile.observe import observe
 from mcp_reconcile.probe import LeanProbe
 from mcp_reconcile.reports import write_health_report
 from mcp_reconcile.store import StateDir
 
+if TYPE_CHECKING:
+    from mcp_reconcile.apply import Outcome
+
 log = get_logger()
+
+
+def record_outcomes(ledger: Ledger, outcomes: Iterable[Outcome]) -> None:
+    """Remember each failure's cause for status (phase Failed with the cause, not "Installing"), and forget it
+    once the action succeeds. A transient start failure is left to the backoff (CrashLoopBackOff says it);
+    a failed gate test to its test result."""
+    for o in outcomes:
+        kind, name = o.action.kind, o.action.server
+        if o.skipped:
+            continue
+        if (o.ok and kind in (ActionKind.install, ActionKind.upgrade)) or (not o.ok and kind is ActionKind.test):
+            ledger.update(name, failed_reason=None)
+        elif not o.ok and (o.permanent or kind not in (ActionKind.start, ActionKind.restart)):
+            ledger.update(name, failed_reason=o.error)
 
 
 def memory_of(entry: Mapping[str, Any]) -> conditions.Memory:
@@ -32,8 +49,9 @@ def memory_of(entry: Mapping[str, Any]) -> conditions.Memory:
 
 
 def record_status(ledger: Ledger, spec: ServerSpec | None, obs: ObservedServer, *, now: float,
-                  held: str | None = None) -> dict[str, Any]:
-    """Evaluate phase + conditions, keep transition times, log a phase change once. Returns the entry."""
+                  held: str | None = None, announce: bool = True) -> dict[str, Any]:
+    """Evaluate phase + conditions, keep transition times, log a phase change once (unless `announce` is
+    False: the loop logs it itself, with the alert it raised). Returns the entry."""
     entry = ledger.get(obs.name)
     phase, conds, message = conditions.evaluate(spec, obs, memory_of(entry), held=held)
     previous = {c["type"]: c for c in entry.get("conditions", [])}
@@ -43,7 +61,7 @@ def record_status(ledger: Ledger, spec: ServerSpec | None, obs: ObservedServer, 
         since = old["lastTransitionTime"] if old and old["status"] == c.status else now
         cond_docs.append({"type": c.type, "status": c.status, "reason": c.reason, "message": c.message,
                           "lastTransitionTime": since})
-    if entry.get("phase") != phase.value:
+    if announce and entry.get("phase") != phase.value:
         log.info("server.phase_changed", server=obs.name, phase=phase.value, previous_phase=entry.get("phase"),
                  reason=message)
     return ledger.update(obs.name, phase=phase.value, message=message, conditions=cond_docs)
@@ -69,8 +87,8 @@ async def refresh_status(state: StateDir, ledger: Ledger, specs: Mapping[str, Se
         results = await asyncio.gather(*(probe_endpoint(o.endpoint or "", t, token)
                                          for o, t, token in zip(running, timeouts, tokens, strict=True)))
         for o, r in zip(running, results, strict=True):
-            failures = 0 if r["ok"] else int(ledger.get(o.name).get("consecutive_probe_failures", 0)) + 1
-            ledger.update(o.name, healthy=r["ok"], last_probe=r, consecutive_probe_failures=failures)
+            ledger.record_probe(o.name, ok=r["ok"], latency_ms=r["latency_ms"], error=r["error"], era=r["era"],
+                                at=r["at"])
             log.info("probe.succeeded" if r["ok"] else "probe.failed", server=o.name,
                      latency_ms=r["latency_ms"], error=r["error"])
         observed = observe(state, specs, ledger=ledger)

@@ -24,6 +24,7 @@ if __name__ == "__main__" and "asyncio" not in sys.modules:
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -37,7 +38,7 @@ from mcp_reconcile import eras, proc
 from mcp_reconcile.gateway import REQUEST_TIMEOUT_S, Gateway
 from mcp_reconcile.handover import control_address, keep_listener, serve_control, take_listener
 from mcp_reconcile.isolation import DEFAULT_IDLE_S, DEFAULT_MAX_SESSIONS, SessionServers
-from mcp_reconcile.scrub import StreamScrubber
+from mcp_reconcile.scrub import SECRET_PARTS_ENV, StreamScrubber
 from mcp_reconcile.serverlink import ServerLink, ServerUnavailable
 from mcp_reconcile.sessionbook import SessionBook
 from mcp_reconcile.store import RunRecord, StateDir
@@ -254,6 +255,7 @@ class Runner:
         env = dict(os.environ)
         token = env.pop(self.args.token_env, None) if self.args.token_env else None
         secrets = [value for name in self.args.secret_env if (value := os.environ.get(name))]
+        secrets += _secret_parts(env.pop(SECRET_PARTS_ENV, None))   # never passed on to the server
         self._known_secrets = [*secrets, *([token] if token else [])]
         _secrets = StreamScrubber(self._known_secrets)
         self._launch = Launch(list(self.args.command), env, None, secrets, self.args.stop_timeout)
@@ -367,10 +369,16 @@ class Runner:
         """The control socket the controller swaps generations through; without it, restarts stop and start."""
         try:
             return await serve_control(control_address(str(self.state.root), self.args.name),
-                                       state_root=str(self.state.root), name=self.args.name, handler=self._replace)
+                                       state_root=str(self.state.root), name=self.args.name, handler=self._control)
         except OSError as exc:
             _say(f"no control socket ({exc.strerror or exc}): restarts will stop and start this runner")
             return None
+
+    async def _control(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The control socket's requests: `stats` (the endpoint's counts, for /metrics), else a swap."""
+        if request.get("op") == "stats":
+            return {"ok": True, **self.gateway.stats.snapshot()}
+        return await self._replace(request)
 
     async def _replace(self, request: dict[str, Any]) -> dict[str, Any]:
         """Make-before-break: start the new generation beside the serving one, and once it answers, send new
@@ -407,6 +415,7 @@ class Runner:
         token_env = request.get("token_env")
         token = env.pop(token_env, None) if token_env else None
         secrets = [value for name in request.get("secret_env") or () if (value := env.get(name))]
+        secrets += [str(part) for part in request.get("secret_parts") or () if part]
         self._known_secrets += [*secrets, *([token] if token else [])]   # old generations may still print theirs
         _secrets = StreamScrubber(self._known_secrets)
         argv = [str(a) for a in request.get("argv") or ()]
@@ -557,6 +566,15 @@ async def _lists(link: ServerLink, era: str) -> dict[str, Any]:
 
     answers = await asyncio.gather(*(one(method, key) for method, key, _n in LISTS))
     return {key: value for key, value in answers if value is not None}
+
+
+def _secret_parts(raw: str | None) -> list[str]:
+    """The secret values inside composed env values (`Bearer ${TOK}`), handed over in SECRET_PARTS_ENV."""
+    try:
+        parts = json.loads(raw) if raw else []
+    except ValueError:
+        return []
+    return [str(p) for p in parts if p] if isinstance(parts, list) else []
 
 
 async def _first_of(*waitables: Any) -> None:

@@ -13,6 +13,9 @@ REDACTED = b"(sensitive)"
 # Shorter secrets are not scrubbed from free text (a one-character value would blank every digit), as in
 # the audit log's Redactor (events.py).
 MIN_SECRET_BYTES = 3
+# The env var the controller hands a runner the secret parts of composed values in (`Bearer ${TOK}`: the
+# value of TOK), as a JSON list; the runner pops it before its server starts.
+SECRET_PARTS_ENV = "MCP_RECONCILE_SECRET_PARTS"
 
 
 class StreamScrubber:

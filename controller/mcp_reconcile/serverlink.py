@@ -58,6 +58,10 @@ class ServerUnavailable(Exception):
     """The server process is gone (or its pipes are): nothing can be forwarded."""
 
 
+class ServerExited(ServerUnavailable):
+    """The server went away with the request in hand: it may have acted on it, so it must not be sent again."""
+
+
 @dataclass
 class Pending:
     """A forwarded request awaiting its response."""
@@ -297,6 +301,6 @@ class ServerLink:
         self.closed = True
         for pending in self._pending.values():
             if not pending.future.done():
-                pending.future.set_exception(ServerUnavailable("server exited"))
+                pending.future.set_exception(ServerExited("server exited"))
         self._pending.clear()
         self._idle.set()

@@ -1,16 +1,21 @@
-"""`status`, `events` and `logs`: read-only views of the state dir (no lock, no probes, no mcp import)."""
+"""`status`: a read-only view of the state dir (no lock, no probes, no mcp import).
+
+Without -f it reads the manifests last applied to the state dir (lastapplied.py), so it gives the same
+answer from any directory. MESSAGE carries the root cause of a failure (diagnose.py), and the table keeps
+every endpoint URL on one line at any terminal width: other columns give way, then the message moves
+under its row.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-from mcp_reconcile import conditions, render
-from mcp_reconcile.cli import Options
+from mcp_reconcile import conditions, diagnose, lastapplied, render
 from mcp_reconcile.desired import load_desired
 from mcp_reconcile.errors import McpReconcileError, StoreError
 from mcp_reconcile.ledger import Ledger
@@ -18,13 +23,21 @@ from mcp_reconcile.model import Phase
 from mcp_reconcile.observe import observe
 from mcp_reconcile.ports import endpoint_url, read_ports
 from mcp_reconcile.readiness import memory_of
+from mcp_reconcile.settings import DEFAULT_MANIFESTS, Options
 from mcp_reconcile.store import StateDir
 
-# How often --follow looks for new lines (tail -f does the same by default every second; we are quicker).
-FOLLOW_POLL_S = 0.25
+# `status --watch` redraws this often (a screen refresh, not a wait on anything).
+WATCH_INTERVAL_S = 2.0
+# Below this many columns left for MESSAGE, the message goes on its own line under its row.
+MIN_MESSAGE_WIDTH = 30
+# NAME is cut to this many characters (with an ellipsis) before columns are dropped.
+NAME_MIN_WIDTH = 12
+GAP = "  "
+PHASE_STYLES = {"Running": "green", "CrashLoopBackOff": "bold red", "Failed": "bold red", "Degraded": "yellow",
+                "Starting": "yellow", "Installing": "cyan", "Pending": "cyan", "Stopped": "dim"}
 
 
-def _age(seconds: float | None) -> str:
+def age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     s = int(seconds)
@@ -53,13 +66,19 @@ def process_stats(pid: int | None) -> dict[str, Any]:
     return {"rss_mb": round(rss / 2**20, 1), "cpu_seconds": round(cpu_s, 2), "processes": len(procs)}
 
 
+def manifest_paths(opts: Options, state: StateDir) -> list[str]:
+    """-f, else $MCP_RECONCILE_MANIFESTS, else what was last applied to this state dir, else ./manifests."""
+    return lastapplied.view_paths(state, opts.manifests, [DEFAULT_MANIFESTS])
+
+
 def collect(opts: Options) -> list[dict[str, Any]]:
     state = StateDir(opts.state_dir)
     ledger = Ledger(state)
     specs: dict[str, Any] = {}
     held: dict[str, str] = {}
     try:
-        desired = load_desired(opts.manifest_paths(), state, create_key=False, ledger=ledger, unset_vars_ok=True)
+        desired = load_desired(manifest_paths(opts, state), state, create_key=False, ledger=ledger,
+                               unset_vars_ok=True)
         specs, held = desired.load.by_name, desired.held
     except McpReconcileError:
         specs = {}  # status shows what runs even when the manifests cannot be read
@@ -68,6 +87,7 @@ def collect(opts: Options) -> list[dict[str, Any]]:
         known_ports = read_ports(state)
     except StoreError:
         known_ports = {}
+    events = diagnose.recent_events(state)
     rows = []
     for name, obs in observed.servers.items():
         entry = ledger.get(name)
@@ -77,23 +97,43 @@ def collect(opts: Options) -> list[dict[str, Any]]:
             # not in the manifests this command read (another -f?): show what the controller recorded
             phase = Phase(entry["phase"])
             message = (entry.get("message") or "") + " (not in the manifests read by this command)"
+        ready = any(c.type == "Ready" and c.status == "True" for c in conds)
+        cause = None if ready or why_held else diagnose.root_cause(
+            name, entry, last_exit_code=obs.last_exit_code, events=events,
+            log_lines=diagnose.last_log_lines(state, name, 1))
+        message = diagnose.explain(phase.value, message, cause)
+        if cause and phase in (Phase.Pending, Phase.Installing) and not obs.running:
+            phase = Phase.Failed   # "Installing ... not installed" after the install failed says nothing
         try:
             run = state.read_run(name) or {}
         except StoreError:
             run = {}
         started = run.get("started_at") if obs.running else None
+        sessions = len(run.get("session_pids") or ()) if obs.running else 0   # sessions: isolated, each a process
+        if sessions and ready:
+            message = f"{sessions} isolated session(s)" + (f"; {message}" if message else "")
         rows.append({
-            "name": name, "phase": phase.value, "ready": any(c.type == "Ready" and c.status == "True" for c in conds),
+            "name": name, "phase": phase.value, "ready": ready,
             "restarts": obs.restarts, "age_s": round(time.time() - started, 1) if started else None,
             "endpoint": obs.endpoint, "url": obs.endpoint or _stable_url(known_ports, name, specs.get(name)),
-            "message": message, "era": run.get("era") if obs.running else None,
+            "message": message, "cause": cause, "era": run.get("era") if obs.running else None,
             "server_pid": obs.server_pid, "generation": obs.runtime_generation,
             "backoff_delay_s": entry.get("backoff_delay_s") if entry.get("in_crash_loop") else None,
-            "conditions": [{"type": c.type, "status": c.status, "reason": c.reason, "message": c.message}
-                           for c in conds],
-            "last_probe": entry.get("last_probe"), **process_stats(obs.server_pid),
+            "conditions": [{"type": c.type, "status": c.status, "reason": c.reason,
+                            "message": c.message or (message if c.type == "Ready" and not ready else ""),
+                            "lastTransitionTime": _transition(entry, c.type, c.status)} for c in conds],
+            "last_probe": entry.get("last_probe"), "isolated_sessions": sessions,
+            **process_stats(obs.server_pid),
         })
     return rows
+
+
+def _transition(entry: dict[str, Any], type_: str, status: str) -> float | None:
+    """When a condition took its current status, as the controller recorded it (None if not recorded)."""
+    for c in entry.get("conditions", []):
+        if c.get("type") == type_ and c.get("status") == status:
+            return c.get("lastTransitionTime")
+    return None
 
 
 def _stable_url(known_ports: dict[str, int], name: str, spec: Any) -> str | None:
@@ -103,95 +143,114 @@ def _stable_url(known_ports: dict[str, int], name: str, spec: Any) -> str | None
     return endpoint_url(port, spec.path if spec is not None else "/mcp") if port else None
 
 
+class StatusTable:
+    """The status table as a rich renderable laid out for the width it is given: URLs are never folded."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+
+    def _cells(self) -> tuple[list[str], list[list[str]]]:
+        headers = ["NAME", "PHASE", "READY", "RESTARTS", "AGE", "ENDPOINT", "CPU", "RSS"]
+        cells = [[r["name"], r["phase"], "yes" if r["ready"] else "no", str(r["restarts"]), age(r["age_s"]),
+                  r["url"] or "-", f"{r['cpu_seconds']}s" if "cpu_seconds" in r else "-",
+                  f"{r['rss_mb']}M" if "rss_mb" in r else "-"] for r in self.rows]
+        return headers, cells
+
+    def layout(self, width: int) -> tuple[list[str], list[list[str]], list[int], int | None]:
+        """(headers, cells, column widths, message width or None for messages under their rows).
+
+        Tried in order until the row fits: everything with MESSAGE beside it; without CPU and RSS; MESSAGE
+        under the row; NAME cut to NAME_MIN_WIDTH; without AGE, RESTARTS, READY; the URL under the row (whole).
+        """
+        headers, cells = self._cells()
+        full = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(headers)]
+        attempts: list[tuple[tuple[str, ...], bool, bool]] = [  # (dropped columns, message beside, cut NAME)
+            ((), True, False), (("CPU", "RSS"), True, False), (("CPU", "RSS"), False, False),
+            (("CPU", "RSS"), False, True), (("CPU", "RSS", "AGE"), False, True),
+            (("CPU", "RSS", "AGE", "RESTARTS"), False, True), (("CPU", "RSS", "AGE", "RESTARTS", "READY"), False, True),
+            (("CPU", "RSS", "AGE", "RESTARTS", "ENDPOINT"), False, True)]   # last: the URL on a line of its own
+        for dropped, beside, cut in attempts:
+            keep = [i for i, h in enumerate(headers) if h not in dropped]
+            widths = [full[i] for i in keep]
+            if cut:
+                widths[0] = min(widths[0], max(NAME_MIN_WIDTH, len("NAME")))
+            used = sum(widths) + len(GAP) * len(widths)
+            room = width - used
+            if (beside and room >= MIN_MESSAGE_WIDTH) or (not beside and room + len(GAP) >= 0):
+                break
+        return ([headers[i] for i in keep], [[row[i] for i in keep] for row in cells], widths,
+                room if beside else None)
+
+    def __rich_console__(self, console: Any, options: Any) -> Iterator[Any]:
+        from rich.text import Text
+
+        headers, cells, widths, message_width = self.layout(options.max_width)
+
+        def fit(value: str, w: int) -> str:
+            return value if len(value) <= w else value[:w - 1] + "…"
+
+        head = [fit(h, w).ljust(w) for h, w in zip(headers, widths, strict=True)]
+        yield Text(GAP.join([*head, "MESSAGE"] if message_width is not None else head).rstrip(), style="bold",
+                   no_wrap=True, overflow="ignore")
+        for row, values in zip(self.rows, cells, strict=True):
+            line = Text(no_wrap=True, overflow="ignore")
+            for i, (value, w) in enumerate(zip(values, widths, strict=True)):
+                if i:
+                    line.append(GAP)
+                last = i == len(widths) - 1 and (message_width is None or not row["message"])
+                shown = value if headers[i] == "ENDPOINT" else fit(value, w)   # the URL is never cut
+                style = PHASE_STYLES.get(value, "") if headers[i] == "PHASE" else ""
+                line.append(shown if last else shown.ljust(w), style=style)
+            message = row["message"] or ""
+            if "ENDPOINT" not in headers:
+                yield line
+                line = Text("    " + (row["url"] or "-"), no_wrap=True, overflow="ignore")
+            if message_width is not None:
+                wrapped = textwrap.wrap(message, message_width) or [""]
+                line.append(GAP + wrapped[0])
+                yield line
+                indent = " " * (sum(widths) + len(GAP) * len(widths))
+                yield from (Text(indent + more, no_wrap=True, overflow="ignore") for more in wrapped[1:])
+            else:
+                yield line
+                for more in textwrap.wrap(message, max(20, options.max_width - 4)):
+                    yield Text("    " + more, style="dim", no_wrap=True, overflow="ignore")
+
+
+def status_table(rows: list[dict[str, Any]]) -> StatusTable:
+    return StatusTable(rows)
+
+
 def show_status(opts: Options) -> int:
-    rows = collect(opts)
     if opts.output == "json":
-        print(json.dumps({"servers": rows}, indent=2))
-        return render.EXIT_OK
-    if not rows:
-        print("No servers known in this state dir.")
+        print(json.dumps({"servers": collect(opts)}, indent=2))
         return render.EXIT_OK
     from rich.console import Console
 
-    Console(width=200 if not sys.stdout.isatty() else None).print(status_table(rows))
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    if opts.watch:
+        return _watch(opts, console)
+    rows = collect(opts)
+    console.print(status_table(rows) if rows else "No servers known in this state dir.", crop=False)
     return render.EXIT_OK
 
 
-def status_table(rows: list[dict[str, Any]]) -> Any:
-    """The status table (a rich Table): URLs whole on any terminal width, the message folding instead."""
-    from rich.table import Table
+def _watch(opts: Options, console: Any) -> int:
+    """Redraw the table in place (rich Live) every WATCH_INTERVAL_S until Ctrl-C."""
+    from rich.console import Group
+    from rich.live import Live
+    from rich.text import Text
 
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    url_width = max(len(r["url"] or "-") for r in rows)
-    for col in ("NAME", "PHASE", "READY", "RESTARTS", "AGE", "ENDPOINT", "CPU", "RSS", "MESSAGE"):
-        if col == "ENDPOINT":   # a URL is copied from here: never folded, other columns give way
-            table.add_column(col, no_wrap=True, min_width=url_width)
-        else:
-            table.add_column(col, overflow="fold", ratio=3 if col == "MESSAGE" else None)
-    for r in rows:
-        table.add_row(r["name"], r["phase"], "yes" if r["ready"] else "no", str(r["restarts"]), _age(r["age_s"]),
-                      r["url"] or "-", f"{r['cpu_seconds']}s" if "cpu_seconds" in r else "-",
-                      f"{r['rss_mb']}M" if "rss_mb" in r else "-", r["message"] or "")
-    return table
+    def frame() -> Any:
+        rows = collect(opts)
+        stamp = Text(f"{time.strftime('%H:%M:%S')}  every {WATCH_INTERVAL_S:g}s, Ctrl-C to stop", style="dim")
+        return Group(stamp, status_table(rows) if rows else Text("No servers known in this state dir."))
 
-
-def _follow(path: Path, *, from_end_lines: int | None) -> Iterator[str]:
-    """Lines of `path`, then new ones as they are appended (survives rotation by reopening)."""
-    while not path.exists():
-        time.sleep(FOLLOW_POLL_S)
-    fh = open(path, errors="replace")  # noqa: SIM115 - reopened on rotation
-    lines = fh.readlines()
-    yield from (lines[-from_end_lines:] if from_end_lines else lines)
-    inode = path.stat().st_ino
-    while True:
-        line = fh.readline()
-        if line:
-            yield line
-            continue
-        try:
-            if path.stat().st_ino != inode:
-                fh.close()
-                fh = open(path, errors="replace")  # noqa: SIM115
-                inode = path.stat().st_ino
-                continue
-        except FileNotFoundError:
-            pass
-        time.sleep(FOLLOW_POLL_S)
-
-
-def show_events(opts: Options) -> int:
-    path = StateDir(opts.state_dir).events_file
-    if not path.exists() and not opts.follow:
-        print(f"No events yet ({path} does not exist).", file=sys.stderr)
-        return render.EXIT_OK
-    lines = _follow(path, from_end_lines=None) if opts.follow else iter(path.read_text(errors="replace").splitlines())
     try:
-        for line in lines:
-            if opts.server:
-                try:
-                    if json.loads(line).get("server") != opts.server:
-                        continue
-                except ValueError:
-                    continue
-            print(line.rstrip("\n"), flush=True)
-    except KeyboardInterrupt:
-        pass
-    return render.EXIT_OK
-
-
-def show_logs(opts: Options) -> int:
-    name = opts.names[0]
-    path = StateDir(opts.state_dir).log_path(name)
-    if not path.exists() and not opts.follow:
-        print(f"error: no log for {name!r} ({path} does not exist)", file=sys.stderr)
-        return render.EXIT_ERROR
-    try:
-        if opts.follow:
-            for line in _follow(path, from_end_lines=opts.lines):
-                print(line.rstrip("\n"), flush=True)
-        else:
-            for line in path.read_text(errors="replace").splitlines()[-opts.lines:]:
-                print(line)
+        with Live(frame(), console=console, auto_refresh=False, transient=False) as live:
+            while True:
+                time.sleep(WATCH_INTERVAL_S)
+                live.update(frame(), refresh=True)
     except KeyboardInterrupt:
         pass
     return render.EXIT_OK

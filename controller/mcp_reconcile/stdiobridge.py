@@ -36,6 +36,10 @@ from mcp_reconcile.connecthttp import (
     retry_worthy,
 )
 
+# Requests that change nothing: sent again when a response is cut short (any other may have been acted on).
+SAFE_TO_RESEND = frozenset({"initialize", "ping", "tools/list", "prompts/list", "resources/list",
+                            "resources/templates/list", "resources/read", "prompts/get", "server/discover",
+                            "completion/complete"})
 # How long a message waits for an unreachable endpoint (a restart, a crash loop) before the client is told.
 RETRY_BUDGET_S = 60.0
 # First and longest pause between two attempts (doubling): a restart takes about a second.
@@ -210,8 +214,11 @@ class Bridge:
                     if initialize and isinstance(answer.get("result"), dict):
                         self._opened(message, exchange.header("Mcp-Session-Id"), answer["result"])
                 self.emit(answer)
-            if not answered:
+            if not answered and message.get("method") in SAFE_TO_RESEND:
                 raise Unreachable("the endpoint closed the response before answering")
+            if not answered:   # delivered, then cut: the server may have acted on it, so it is not sent again
+                self._fail(message, "the endpoint closed the response before answering; the request may have been "
+                                    "acted on, so it was not sent again")
         finally:
             exchange.close()
 

@@ -98,14 +98,19 @@ def _create_temp(path: Path) -> tuple[int, str]:
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON so that readers see the old or the new file, never a torn one: temp, fsync, rename."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode=0o600)
+
+
+def write_text_atomic(path: Path, text: str, *, mode: int = 0o600) -> None:
+    """Replace `path` with `text` (its parent must exist): temp beside it, fsync, chmod `mode`, rename, fsync the
+    directory. Readers see the old or the new file, never a torn one."""
     fd, tmp = _create_temp(path)
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

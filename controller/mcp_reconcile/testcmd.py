@@ -8,21 +8,22 @@ import contextlib
 import dataclasses
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from mcp_reconcile import events, install, render
-from mcp_reconcile.cli import Options
 from mcp_reconcile.desired import load_desired
 from mcp_reconcile.errors import McpReconcileError
 from mcp_reconcile.ledger import Ledger
 from mcp_reconcile.model import DesiredState, ServerSpec, env_without, referenced_vars
+from mcp_reconcile.settings import Options
 from mcp_reconcile.store import StateDir
 
 
 async def test_one(spec: ServerSpec, state: StateDir, base_env: Mapping[str, str], *,
-                   force: bool = False) -> Any:
-    """Run the suite against one installed server; returns the mcptest ServerReport."""
+                   force: bool = False, via_endpoint: bool = True) -> Any:
+    """Run the suite against one installed server; returns the mcptest ServerReport. `via_endpoint=False`
+    tests only processes the suite starts from `spec` (a new generation, before it serves the endpoint)."""
     from mcp_reconcile.mcptest.model import SuiteOptions, Target
     from mcp_reconcile.mcptest.report import redacted
     from mcp_reconcile.mcptest.suite import run_suite
@@ -34,7 +35,7 @@ async def test_one(spec: ServerSpec, state: StateDir, base_env: Mapping[str, str
     if spec.token_env:   # the endpoint's token is the runner's, never the server's (as the runner does)
         launch = dataclasses.replace(launch, env={k: v for k, v in launch.env.items() if k != spec.token_env})
     run = state.read_run(spec.name) or {}
-    endpoint = run.get("endpoint") if run.get("state") == "running" else None
+    endpoint = run.get("endpoint") if run.get("state") == "running" and via_endpoint else None
     target = Target.from_spec(spec, launch, endpoint=endpoint)
     report = redacted(await run_suite(target, SuiteOptions(force=force, log_dir=state.root / "logs" / "tests")),
                       events.REDACTOR.scrub)
@@ -48,8 +49,10 @@ async def test_one(spec: ServerSpec, state: StateDir, base_env: Mapping[str, str
 
 
 async def run_tests_async(opts: Options, state: StateDir, specs: Mapping[str, ServerSpec], *,
-                          ledger: Ledger | None = None, holding_lock: bool = False) -> int:
-    """Test the named servers (default: every server not desired absent); install missing ones first."""
+                          ledger: Ledger | None = None, holding_lock: bool = False,
+                          withheld: Collection[str] = ()) -> int:
+    """Test the named servers (default: every server not desired absent); install missing ones first.
+    `withheld`: further ${VAR}s no server inherits (those of blocked servers and unreadable manifests)."""
     from mcp_reconcile.mcptest.report import render_table, write_json_report, write_junit
 
     names = opts.names or sorted(n for n, s in specs.items() if s.desired_state is not DesiredState.absent)
@@ -59,7 +62,8 @@ async def run_tests_async(opts: Options, state: StateDir, specs: Mapping[str, Se
         return render.EXIT_ERROR
     from mcp_reconcile.mcptest.model import ServerReport
 
-    base_env = env_without(os.environ, referenced_vars(specs.values()))  # each server gets only its own ${VAR}s
+    # each server gets only its own ${VAR}s
+    base_env = env_without(os.environ, referenced_vars(specs.values()) | set(withheld))
     unready: dict[str, str] = {}  # server -> why it cannot be tested; it is reported failed, the others go on
     missing = [n for n in names if not state.read_install(n)]
     if missing:
@@ -103,5 +107,5 @@ def run_tests(opts: Options) -> int:
         print(render.problems_text(desired.load.problems), file=sys.stderr)
     state.ensure()
     events.configure(state.events_file, secrets=desired.load.secret_values(), stderr=None)
-    code = asyncio.run(run_tests_async(opts, state, desired.load.by_name))
+    code = asyncio.run(run_tests_async(opts, state, desired.load.by_name, withheld=desired.load.referenced_vars))
     return max(code, render.EXIT_ERROR if desired.load.problems else render.EXIT_OK)

@@ -310,9 +310,9 @@ def wait_until(check: Callable[[], T | None], *, timeout_s: float, what: str, in
         time.sleep(interval_s)
 
 
-# Events that mark the steps of a restart, in order: (event name, phase of an alert.raised event or None).
+# Events that mark the steps of a restart, in order: (event name, phase of a server.phase_changed event or None).
 TIMELINE_STEPS = (("manifest.loaded", None), ("runner.exited", None), ("plan.computed", None),
-                  ("alert.raised", "Starting"), ("alert.raised", "Running"))
+                  ("server.phase_changed", "Starting"), ("server.phase_changed", "Running"))
 
 
 def epoch(ts: str) -> float:

@@ -56,7 +56,8 @@ def test_a_crashing_server_backs_off_up_to_its_cap_while_a_healthy_one_is_ready(
     assert delays[1] < delays[2] < delays[3], delays      # growing: 0.4, 0.8, then the cap (bands do not overlap)
     assert max(delays) <= BACKOFF["maxSeconds"] * (1 + JITTER), delays
     assert [e for e in local.events(server="steady") if e["event"] in ("server.backoff", "server.restarting")] == []
-    alerts = [e["kind"] for e in local.events("alert.raised", server="crasher")]
+    alerts = [e["alert"] for e in local.events("server.phase_changed", server="crasher") if e.get("alert")] + \
+        [e["kind"] for e in local.events("alert.raised", server="crasher")]   # (recoveries outside a transition)
     assert alerts.count("critical") == 1 and "recovered" not in alerts, alerts   # one incident, one alert
 
 
@@ -213,3 +214,16 @@ def test_a_server_that_prints_its_secrets_leaves_none_in_its_log(local) -> None:
     for where in (text, logs.out, *(p.read_text() for p in (local.state_dir / "logs").glob("leaky*")),
                   (local.state_dir / "events.jsonl").read_text()):
         assert secret not in where and secret[:12] not in where
+
+
+def test_a_secret_inside_a_composed_value_is_scrubbed_from_the_servers_log_too(local) -> None:
+    secret = "tok-9d81c2aa7e4b"
+    local.env["LEAKY_TOKEN"] = secret
+    local.write_manifest("composed", {"source": {"path": str(local.fault_server("leaks_env.py"))},
+                                      "env": {"AUTH": "Bearer ${LEAKY_TOKEN}", "LEAK_LAST_WORD": "AUTH"}})
+    local.cli("apply")
+    log_path = local.state_dir / "logs" / "composed.log"
+    text = local.wait_until(lambda: log_path.read_text() if log_path.exists() else "",
+                            lambda t: "as the credential" in t, what="the token's line in the log")
+    assert secret not in text and secret[:10] not in text, text
+    assert "(sensitive)" in text

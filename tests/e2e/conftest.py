@@ -205,8 +205,11 @@ class Harness:
     # the CLI ----------------------------------------------------------------------------------------------
     def argv(self, *args: str, files: Sequence[str | os.PathLike[str]] | None = None) -> list[str]:
         paths = [self.manifests] if files is None else files
-        return [sys.executable, "-m", "mcp_reconcile", *args, "--state-dir", str(self.state_dir),
-                *(part for p in paths for part in ("-f", str(p)))]
+        command = args[0] if args else "apply"   # each command takes only the flags it honours (cli.py)
+        state = ["--state-dir", str(self.state_dir)] if command != "validate" else []
+        if command in ("events", "logs", "stop-all", "import"):
+            paths = []
+        return [sys.executable, "-m", "mcp_reconcile", *args, *state, *(part for p in paths for part in ("-f", str(p)))]
 
     def cli(self, *args: str, files: Sequence[str | os.PathLike[str]] | None = None, expect: int | None = 0,
             timeout_s: float = CLI_TIMEOUT_S) -> CliResult:
@@ -228,7 +231,7 @@ class Harness:
 
     def rows(self) -> dict[str, dict[str, Any]]:
         """What `status -o json` would print, computed in-process: cheap enough to poll in a wait loop."""
-        from mcp_reconcile.cli import Options
+        from mcp_reconcile.settings import Options
         from mcp_reconcile.status import collect
 
         self.note_records()
@@ -447,3 +450,13 @@ def local(tmp_path: Path) -> Iterator[Harness]:
     shutil.copytree(FAULT_SERVERS, tmp_path / "servers", ignore=shutil.ignore_patterns("__pycache__"))
     with harness(tmp_path, tmp_path / "state", tmp_path / "manifests", markers=[str(tmp_path)]) as h:
         yield h
+
+
+@pytest.fixture
+def runners(tmp_path: Path) -> Iterator[Any]:
+    """Runner processes started with runnerlib.Runners; every one stopped, and its server groups reaped, after."""
+    from runnerlib import Runners
+
+    pool = Runners(tmp_path)
+    yield pool
+    pool.cleanup()

@@ -16,17 +16,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-from mcp_reconcile import proc
-from mcp_reconcile.store import StateDir
+from runnerlib import runner_endpoint
 
 pytestmark = pytest.mark.e2e
 
@@ -48,27 +45,6 @@ def _load_harness() -> ModuleType:
 
 
 conformance = _load_harness()
-
-
-@contextmanager
-def runner_endpoint(command: list[str], tmp_path: Path, *, args: Sequence[str] = ()) -> Iterator[str]:
-    """A real runner over `command` (stdio); yields its endpoint URL; stops it and reaps its server after."""
-    state = StateDir(tmp_path / "state")
-    argv = [sys.executable, "-m", "mcp_reconcile.runner", "--state-dir", str(state.root), "--name", "srv",
-            "--generation", "g1", *args, "--", *command]
-    runner = proc.spawn_runner(argv, dict(os.environ), log_path=state.root / "logs" / "srv.runner.log")
-    try:
-        deadline = time.monotonic() + WAIT_S
-        while (record := state.read_run("srv") or {}).get("state") not in ("running", "exited"):
-            assert time.monotonic() < deadline, "runner not serving in time"
-            time.sleep(proc.POLL_INTERVAL_S)
-        assert record["state"] == "running", (state.root / "logs" / "srv.runner.log").read_text()
-        yield str(record["endpoint"])
-    finally:
-        proc.stop_runner(runner, timeout_s=WAIT_S)
-        pgid = (state.read_run("srv") or {}).get("server_pgid")
-        if pgid:
-            proc.kill_group_and_wait(pgid, timeout_s=WAIT_S)
 
 
 def _compare(native_url: str, endpoint_url: str) -> tuple[set[str], set[str], str]:

@@ -116,3 +116,47 @@ def test_an_unknown_client_is_a_problem_naming_spec_client(tmp_path: Path, env: 
     checked = cli(env, tmp_path, "validate")
     assert checked.returncode == 1
     assert "spec.client" in checked.stderr and "unknown client 'notepad'" in checked.stderr
+
+
+def test_under_run_adding_and_deleting_an_mcpclient_updates_the_file(tmp_path: Path, env: dict[str, str]) -> None:
+    import signal
+    import time
+
+    write_manifests(tmp_path, "servers: [alpha]")
+    (tmp_path / "manifests" / "cursor.yaml").unlink()
+    controller = subprocess.Popen([sys.executable, "-m", "mcp_reconcile", "run", "-f", str(tmp_path / "manifests")],
+                                  env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def wait_for(done, what: str) -> None:   # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 60
+        while not done():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            assert controller.poll() is None, "the controller exited"
+            time.sleep(0.1)
+
+    try:
+        wait_for(lambda: (tmp_path / "state" / "ports.json").exists() or
+                 (tmp_path / "state" / "state.json").exists(), "the controller's first pass")
+        (tmp_path / "manifests" / "cursor.yaml").write_text(CURSOR.format(select="servers: [alpha]"))
+        wait_for(lambda: "alpha" in cursor_servers(env), "alpha's entry in ~/.cursor/mcp.json")
+        (tmp_path / "manifests" / "cursor.yaml").unlink()
+        wait_for(lambda: cursor_servers(env) == {}, "the entry removed with its MCPClient")
+    finally:
+        controller.send_signal(signal.SIGTERM)
+        controller.wait(60)
+
+
+def test_two_mcpclients_on_one_file_are_a_problem_and_cli_written_entries_outlive_a_deleted_one(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    write_manifests(tmp_path, "servers: [alpha]")
+    assert cli(env, tmp_path, "clients", "write", "--client", "cursor", "beta").returncode == 0   # by hand
+    assert cli(env, tmp_path, "apply").returncode == 0
+    assert sorted(cursor_servers(env)) == ["alpha", "beta"]   # the MCPClient leaves `clients write`'s entry
+    (tmp_path / "manifests" / "cursor2.yaml").write_text(
+        CURSOR.format(select="servers: [beta]").replace("my-cursor", "other-cursor"))
+    twice = cli(env, tmp_path, "apply")
+    assert twice.returncode == 1 and "already kept by MCPClient my-cursor" in twice.stderr, twice.stderr
+    (tmp_path / "manifests" / "cursor2.yaml").unlink()
+    (tmp_path / "manifests" / "cursor.yaml").unlink()
+    assert cli(env, tmp_path, "apply").returncode == 0
+    assert sorted(cursor_servers(env)) == ["beta"]   # only what the deleted MCPClient wrote is gone

@@ -10,20 +10,12 @@ unchanged). A client that cannot answer gets a clear error, and the server is ne
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
+import runnerlib as harness
 
-_spec = importlib.util.spec_from_file_location("runner_harness", Path(__file__).with_name("test_runner.py"))
-assert _spec is not None and _spec.loader is not None
-harness = importlib.util.module_from_spec(_spec)
-sys.modules["runner_harness"] = harness
-_spec.loader.exec_module(harness)
-
-runners = harness.runners
 Runners, fault_server = harness.Runners, harness.fault_server
 
 
@@ -81,3 +73,24 @@ def test_a_client_without_the_capability_gets_an_error_that_says_why(runners: Ru
     # the runner and its server go on answering
     _, add_failed, _ = asyncio.run(_call(runner.url, "echo", mode="legacy", answer=False))
     assert add_failed   # echo without a message: the server's own tool error, so the round trip works
+
+
+def test_a_2026_07_28_client_is_never_sent_a_server_request(runners: Runners) -> None:
+    """That era has no server-to-client requests (it asks with input_required): when a handshake-era server asks
+    for sampling during such a client's call, the server is told no client can answer, at once."""
+    import json
+
+    import httpx
+
+    runner = runners.start([sys.executable, "-u", str(harness.SERVERS_DIR / "traffic.py")])
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "sample", "arguments": {"prompt": "hi"},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientCapabilities": {"sampling": {}}}}}
+    headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2026-07-28",
+               "Mcp-Method": "tools/call", "Mcp-Name": "sample"}
+    answer = httpx.post(runner.url, json=call, headers=headers, timeout=harness.WAIT_S)
+    messages = [json.loads(line[6:]) for line in answer.text.splitlines() if line.startswith("data: ")] \
+        if answer.headers.get("content-type", "").startswith("text/event-stream") else [answer.json()]
+    assert all(m.get("method") != "sampling/createMessage" for m in messages), messages
+    assert messages[-1].get("id") == 1, messages

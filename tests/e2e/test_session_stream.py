@@ -8,21 +8,12 @@ asked for its level (logging/setLevel), and no one else. Waits are bounded (http
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
 import httpx
+import runnerlib as harness
 
-_spec = importlib.util.spec_from_file_location("runner_harness", Path(__file__).with_name("test_runner.py"))
-assert _spec is not None and _spec.loader is not None
-harness = importlib.util.module_from_spec(_spec)
-sys.modules["runner_harness"] = harness
-_spec.loader.exec_module(harness)
-
-runners = harness.runners
 Runner, Runners = harness.Runner, harness.Runners
 post, rpc, initialize, fault_server = harness.post, harness.rpc, harness.initialize, harness.fault_server
 WAIT_S = harness.WAIT_S

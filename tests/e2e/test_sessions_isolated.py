@@ -7,7 +7,6 @@ stops every session's server, and the last test checks that nothing is left even
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import sys
@@ -15,14 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import runnerlib as harness
 
-_spec = importlib.util.spec_from_file_location("runner_harness", Path(__file__).with_name("test_runner.py"))
-assert _spec is not None and _spec.loader is not None
-harness = importlib.util.module_from_spec(_spec)
-sys.modules["runner_harness"] = harness
-_spec.loader.exec_module(harness)
-
-runners = harness.runners   # the fixture: runner processes stopped and their groups reaped after each test
 Runner, Runners = harness.Runner, harness.Runners
 post, rpc, initialize, fault_server = harness.post, harness.rpc, harness.initialize, harness.fault_server
 wait_until, wait_gone, is_gone = harness.wait_until, harness.wait_gone, harness.is_gone
@@ -125,3 +118,87 @@ def test_stopping_or_killing_the_runner_takes_every_session_server_with_it(runne
     killed.popen.kill()   # kill -9: PR_SET_PDEATHSIG takes each session's server down too
     killed.popen.wait(harness.WAIT_S)
     assert all(wait_gone(pid) for pid in pids)
+
+
+def test_status_counts_the_isolated_sessions_of_a_server_applied_from_a_manifest(tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "mem.yaml").write_text(
+        "apiVersion: mcp-reconcile/v1\nkind: MCPServer\nmetadata: {name: mem}\nspec:\n"
+        f"  source: {{path: {harness.SERVERS_DIR / 'remembers.py'}}}\n  sessions: isolated\n  maxSessions: 3\n")
+    env = {**os.environ, "MCP_RECONCILE_STATE_DIR": str(tmp_path / "state")}
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mcp_reconcile", *argv], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+
+    try:
+        applied = cli("apply", "-f", str(manifests))
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        (row,) = json.loads(cli("status", "-f", str(manifests), "-o", "json").stdout)["servers"]
+        url = row["url"]
+        sessions = [httpx.post(url, json=rpc("initialize", 0, {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}),
+            headers={"Accept": "application/json, text/event-stream"}, timeout=harness.WAIT_S)
+            .headers["mcp-session-id"] for _ in range(2)]
+        assert len(set(sessions)) == 2
+        (row,) = json.loads(cli("status", "-f", str(manifests), "-o", "json").stdout)["servers"]
+        assert row["isolated_sessions"] == 2 and "2 isolated session(s)" in row["message"]
+    finally:
+        cli("stop-all")
+
+
+def test_a_request_the_server_died_holding_is_marked_forwarded_so_no_client_resends_it(runners: Runners) -> None:
+    runner = _isolated(runners)
+    session = _session(runner)
+    answer = post(runner, rpc("tools/call", 5, {"name": "crash", "arguments": {}}), session=session)
+    assert answer.status_code == 503
+    assert answer.json()["error"]["data"] == {"forwarded": True}
+    assert "may have acted on it" in answer.json()["error"]["message"]
+
+
+def test_a_session_opened_before_isolation_gets_404_and_a_new_session_works(runners: Runners) -> None:
+    shared = runners.start(fault_server("remembers"), name="mem")
+    old = _session(shared)
+    shared.popen.send_signal(signal.SIGTERM)
+    assert shared.wait_exit() == 0
+    shared.state.remove_run("mem")   # the next runner's record, not this one's exit, is what start() waits for
+    isolated = runners.start(fault_server("remembers"), name="mem", args=["--sessions", "isolated"])
+    assert post(isolated, rpc("tools/list"), session=old).status_code == 404   # nothing to replay: start over
+    assert _call(isolated, _session(isolated), "recall") == ""
+
+
+def test_a_session_deleted_while_its_server_restarts_leaves_no_process(runners: Runners) -> None:
+    import threading
+
+    import psutil
+
+    runner = runners.start(fault_server("slow_initialize"), args=["--sessions", "isolated"],
+                           env={"SLOW_INIT_S": "1.5"})
+    session = _session(runner)
+    (first,) = wait_until(lambda: runner.record().get("session_pids"), what="the session's server")
+    os.kill(first, signal.SIGKILL)
+    assert wait_gone(first)
+    runner_process = psutil.Process(runner.popen.pid)
+
+    def servers() -> set[int]:
+        found = set()
+        for child in runner_process.children():
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE and "slow_initialize" in " ".join(child.cmdline()):
+                    found.add(child.pid)
+            except psutil.Error:   # exited (or reaped) while looked at
+                continue
+        return found
+
+    known = servers()
+    pending = threading.Thread(target=lambda: post(runner, rpc("tools/list"), session=session))
+    pending.start()   # the session's next request starts a new server (1.5 s to initialize)
+    (starting,) = wait_until(lambda: servers() - known, what="the session's new server starting")
+    _delete(runner, session)   # ... and the session ends before it is up
+    pending.join(harness.WAIT_S)
+    assert wait_gone(starting)
+    assert runner.record().get("session_pids") == []

@@ -19,13 +19,11 @@ Every wait is on an event (a callback, a progress report, the GET stream's respo
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -38,9 +36,7 @@ from mcp import ClientSession, types
 from mcp.client.context import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-
-from mcp_reconcile import proc
-from mcp_reconcile.store import StateDir
+from runnerlib import runner_endpoint
 
 # the SDK marks logging/sampling/roots deprecated as of 2026-07-28; handshake-era clients still use them
 pytestmark = pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
@@ -51,29 +47,6 @@ WAIT_S = 30.0   # bound on every wait for an event: generous, other test runs sh
 
 
 # --- a runner ------------------------------------------------------------------------------------------------
-
-@contextmanager
-def runner_endpoint(command: Sequence[str], tmp_path: Path, *, args: Sequence[str] = ()) -> Iterator[str]:
-    """A real runner over `command` (stdio); yields its endpoint URL; stops it and reaps its servers after."""
-    state = StateDir(tmp_path / "state")
-    argv = [sys.executable, "-m", "mcp_reconcile.runner", "--state-dir", str(state.root), "--name", "srv",
-            "--generation", "g1", *args, "--", *command]
-    log = state.root / "logs" / "srv.runner.log"
-    runner = proc.spawn_runner(argv, dict(os.environ), log_path=log)
-    try:
-        deadline = time.monotonic() + WAIT_S
-        while (record := state.read_run("srv") or {}).get("state") not in ("running", "exited"):
-            assert runner.poll() is None, f"runner exited {runner.returncode}:\n{log.read_text(errors='replace')}"
-            assert time.monotonic() < deadline, "runner not serving in time"
-            time.sleep(proc.POLL_INTERVAL_S)
-        assert record["state"] == "running", log.read_text(errors="replace")
-        yield str(record["endpoint"])
-    finally:
-        proc.stop_runner(runner, timeout_s=WAIT_S)
-        pgid = (state.read_run("srv") or {}).get("server_pgid")
-        if pgid:
-            proc.kill_group_and_wait(pgid, timeout_s=WAIT_S)
-
 
 def runner_flags() -> str:
     """The runner's --help (which flags this checkout's runner has)."""

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from mcp_reconcile.apply import Outcome, apply_plan
+from mcp_reconcile.apply import Limits, Outcome, apply_plan
 from mcp_reconcile.errors import PermanentError
 from mcp_reconcile.manifest import build_spec
 from mcp_reconcile.model import API_VERSION, KIND, Observed, Origin, Plan, ServerSpec
@@ -96,7 +96,8 @@ async def test_a_failed_install_fails_only_its_server_and_the_others_are_install
         ("skip", "start", "broken"), ("ok", "start", "fine"),
         ("skip", "test", "broken"), ("ok", "test", "fine")]
     assert [o.action for o in outcomes] == list(the_plan.actions), "one outcome per planned action, in plan order"
-    assert reported == outcomes, "every outcome is reported as it happens, in the same order"
+    assert sorted(reported, key=outcomes.index) == outcomes, "every outcome is reported as it happens"
+    assert reported.index(outcomes[0]) < reported.index(outcomes[2]), "a server's skip follows its failure"
 
     by_action = {(o.action.kind.value, o.action.server): o for o in outcomes}
     failed = by_action["install", "broken"]
@@ -145,9 +146,97 @@ async def test_outcomes_come_back_in_plan_order_whatever_order_the_installs_fini
             return detail
 
     finished: list[str] = []
-    outcomes = await asyncio.wait_for(apply_plan(the_plan, desired, LateFirst(),
-                                                 on_outcome=lambda o: finished.append(o.action.server)), 10)
+    outcomes = await asyncio.wait_for(apply_plan(the_plan, desired, LateFirst(), on_outcome=lambda o: finished.append(
+        o.action.server) if o.action.kind.value == "install" else None), 10)
 
-    assert finished[:2] == ["b", "a"]   # progress sees them as they finish
+    assert finished == ["b", "a"]   # progress sees them as they finish
     assert [(o.action.kind.value, o.action.server) for o in outcomes] == [
         (a.kind.value, a.server) for a in the_plan.actions]
+
+
+async def test_a_failing_install_does_not_hold_back_another_servers_start() -> None:
+    """The failing install (a package manager retrying with backoff) ends only once the healthy server has
+    started: applied in stages (every install, then every start), this plan could never finish."""
+    the_plan, desired = fresh_plan([spec("retrying"), spec("healthy")])
+    healthy_started = asyncio.Event()
+
+    class SlowFailure(RecordingEffects):
+        async def install(self, spec: ServerSpec) -> str:
+            if spec.name == "retrying":
+                await healthy_started.wait()   # its retries are still under way when the other one starts
+            return await super().install(spec)
+
+        async def start(self, spec: ServerSpec) -> str:
+            detail = await super().start(spec)
+            healthy_started.set()
+            return detail
+
+    effects = SlowFailure(failing={"retrying"})
+    outcomes = await asyncio.wait_for(apply_plan(the_plan, desired, effects), 10)
+
+    assert effects.calls.index(("start", "healthy")) < effects.calls.index(("install", "retrying"))
+    assert summary(outcomes) == [
+        ("ok", "install", "healthy"), ("FAILED", "install", "retrying"),
+        ("ok", "start", "healthy"), ("skip", "start", "retrying"),
+        ("ok", "test", "healthy"), ("skip", "test", "retrying")]
+
+
+async def test_a_dependents_start_waits_for_its_dependencys_start_not_for_other_installs() -> None:
+    the_plan, desired = fresh_plan([spec("db"), spec("web", dependsOn=["db"]), spec("slow")])
+    web_started = asyncio.Event()
+
+    class Slow(RecordingEffects):
+        async def install(self, spec: ServerSpec) -> str:
+            if spec.name == "slow":
+                await web_started.wait()
+            return await super().install(spec)
+
+        async def start(self, spec: ServerSpec) -> str:
+            detail = await super().start(spec)
+            if spec.name == "web":
+                web_started.set()
+            return detail
+
+    effects = Slow()
+    await asyncio.wait_for(apply_plan(the_plan, desired, effects), 10)
+
+    starts = [server for effect, server in effects.calls if effect == "start"]
+    assert starts == ["db", "web", "slow"]
+
+
+async def test_a_retrying_install_gives_its_slot_back_while_it_waits_between_tries() -> None:
+    """With one install slot (`--sequential`), another server installs while the first one waits to retry:
+    its package manager's backoff sleep must not hold the slot (slots.py, install/retry.py)."""
+    from mcp_reconcile.errors import TransientError
+    from mcp_reconcile.install.retry import retrying
+    from mcp_reconcile.slots import sleep_between_tries
+
+    the_plan, desired = fresh_plan([spec("flaky"), spec("steady")])
+    steady_installed = asyncio.Event()
+    tries: list[str] = []
+
+    async def wait_for_steady(_seconds: float) -> None:
+        await steady_installed.wait()   # the backoff ends only once the other install went through
+
+    class Flaky(RecordingEffects):
+        async def install(self, spec: ServerSpec) -> str:
+            if spec.name != "flaky":
+                detail = await super().install(spec)
+                steady_installed.set()
+                return detail
+
+            async def one_try() -> str:
+                tries.append("flaky")
+                if len(tries) == 1:
+                    raise TransientError("flaky", "install", "npm: ECONNRESET")
+                return "installed after a retry"
+
+            return await retrying(one_try, server="flaky", source="npm:pkg-flaky@1.0.0",
+                                  sleep=lambda s: sleep_between_tries(s, sleep=wait_for_steady))
+
+    effects = Flaky()
+    with capture_logs():
+        outcomes = await asyncio.wait_for(apply_plan(the_plan, desired, effects, limits=Limits(installs=1)), 10)
+
+    assert tries == ["flaky", "flaky"]
+    assert all(o.ok for o in outcomes), summary(outcomes)

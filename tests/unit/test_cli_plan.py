@@ -1,6 +1,8 @@
-"""`plan` / `--dry-run` and `validate` end to end, in-process: manifests + a tmp state dir -> text, JSON,
-exit codes. A "converged" state dir is written by hand: install records, and run records whose runner is
-this very test process (its pid, create_time and command line are what observation verifies)."""
+"""`plan` / `--dry-run`, `validate` (and `status` on a damaged state dir) end to end, in-process: manifests + a
+tmp state dir -> text, JSON, exit codes. A missing `-f` path or a broken manifest never plans a removal, bad
+values are located validation errors, `run --dry-run` only plans. A "converged" state dir is written by hand:
+install records, and run records whose runner is this very test process (its pid, create_time and command
+line are what observation verifies)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any
 import psutil
 import pytest
 
+from mcp_reconcile import cli
 from mcp_reconcile.ledger import Ledger
 from mcp_reconcile.manifest import load_manifests
 from mcp_reconcile.model import ServerSpec
@@ -46,6 +49,8 @@ mcp-reconcile will perform the following actions:
 Plan: 2 to install, 2 to start, 0 to restart, 2 to test, 0 to stop, 0 to remove.
 """
 NO_CHANGES = "No changes. Servers match the manifests.\n"
+HEAD = "apiVersion: mcp-reconcile/v1\nkind: MCPServer\n"
+WELL_BEHAVED = REPO / "tests" / "fixtures" / "servers" / "well_behaved.py"
 
 
 @pytest.fixture(autouse=True)
@@ -241,7 +246,8 @@ def test_a_bad_manifest_exits_1_with_the_message_on_stderr(
         run_cli: RunCli, write_manifest: WriteManifest, tmp_path: Path, command: str, text: str,
         expected: str) -> None:
     path = write_manifest(text)
-    code, _, err = run_cli([command, "-f", str(path), "--state-dir", str(tmp_path / "state")])
+    state = ["--state-dir", str(tmp_path / "state")] if command == "plan" else []   # validate reads no state
+    code, _, err = run_cli([command, "-f", str(path), *state])
     assert code == 1
     assert err.startswith(f"error: {path}{expected}")
     assert "Traceback" not in err
@@ -286,7 +292,8 @@ def test_an_unusable_state_dir_exits_1_naming_the_path_and_the_reason(
         run_cli: RunCli, tmp_path: Path, command: str, unusable: Callable[[Path], tuple[Path, str]]) -> None:
     path, reason = unusable(tmp_path)
     state = path.parent if path.name == ".lock" else path
-    code, out, err = run_cli([command, "-f", "manifests/", "--state-dir", str(state)])
+    manifests = ["-f", "manifests/"] if command != "stop-all" else []   # stop-all reads no manifest
+    code, out, err = run_cli([command, *manifests, "--state-dir", str(state)])
     assert (code, out, err) == (1, "", f"error: cannot lock the state dir: {path}: {reason}\n")
 
 
@@ -307,7 +314,7 @@ def test_validate_lists_every_problem_in_file_order(run_cli: RunCli) -> None:
         f"error: {broken / '02-schema.yaml'}[0] spec.source.npm: 'not a package' is not name@version",
         f"error: {broken / '02-schema.yaml'}[1] spec.restartPolicy: 'Sometimes' is not one of "
         "['Always', 'OnFailure', 'Never']",
-        f"error: {broken / '03-kind.yaml'}[0] kind: unknown kind 'Deployment' (expected MCPServer)",
+        f"error: {broken / '03-kind.yaml'}[0] kind: unknown kind 'Deployment' (expected MCPServer or MCPClient)",
     ]
 
 
@@ -329,3 +336,157 @@ def test_validate_accepts_the_bundled_manifests(run_cli: RunCli) -> None:
 
 def test_validate_of_dev_null_is_zero_valid_servers(run_cli: RunCli) -> None:
     assert run_cli(["validate", "-f", "/dev/null"]) == (0, "0 server(s) valid: (none)\n", "")
+
+
+# --- a missing -f path or a broken manifest plans no removal ---------------------------------------------------
+
+@pytest.mark.parametrize("extra", [
+    pytest.param([], id="the only -f path is missing"),
+    pytest.param(["-f", "/dev/null"], id="a missing path beside an empty one"),
+])
+def test_a_missing_manifest_directory_plans_no_stop_or_uninstall_of_known_servers(
+        run_cli: RunCli, state_dir: StateDir, tmp_path: Path, extra: list[str]) -> None:
+    """A typo in -f says nothing about intent: the servers the state dir knows are left alone."""
+    converge(state_dir, specs_for(["manifests/"], state_dir))
+    missing = tmp_path / "no-such-dir"
+
+    code, out, err = run_cli(["plan", "--detailed-exitcode", "-f", str(missing), *extra,
+                              "--state-dir", str(state_dir.root)])
+
+    assert (code, out) == (1, NO_CHANGES), out
+    assert f"{missing}: no such file or directory" in err
+    assert "Traceback" not in err
+
+
+def test_a_missing_manifest_directory_plans_no_uninstall_of_an_installed_server_in_json(
+        run_cli: RunCli, state_dir: StateDir, tmp_path: Path) -> None:
+    """Installed but not running (no run record): no uninstall either; the JSON plan names the missing path."""
+    converge(state_dir, specs_for(["manifests/"], state_dir))
+    for name in ("everything", "time"):
+        state_dir.remove_run(name)
+    missing = tmp_path / "gone"
+
+    code, out, err = run_cli(["plan", "-o", "json", "-f", str(missing), "--state-dir", str(state_dir.root)])
+
+    doc = json.loads(out)
+    assert (code, doc["actions"], doc["changes"]) == (1, [], False), out
+    assert [(p["file"], p["reason"]) for p in doc["problems"]] == [(str(missing), "no such file or directory")]
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("relative", [pytest.param(False, id="absolute -f"), pytest.param(True, id="relative -f")])
+def test_an_installed_only_server_whose_manifest_turns_into_bad_yaml_is_not_uninstalled(
+        run_cli: RunCli, write_manifest: WriteManifest, state_dir: StateDir, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, relative: bool) -> None:
+    """`desiredState: installed` never starts the server; the ledger must still remember its file."""
+    good = HEAD + f"metadata: {{name: a}}\nspec: {{source: {{path: {WELL_BEHAVED}}}, desiredState: installed}}\n"
+    path = write_manifest(good, "a.yaml")
+    monkeypatch.chdir(tmp_path)
+    manifests = "manifests" if relative else str(path.parent)
+    state = ["--state-dir", str(state_dir.root)]
+    code, out, err = run_cli(["apply", "--install", "-f", manifests, *state])
+    assert code == 0, out + err
+    assert state_dir.read_install("a"), "apply --install wrote no install record"
+    assert not state_dir.run_record_path("a").exists()
+
+    path.write_text(good.replace("desiredState: installed}", "desiredState: installed"))   # YAML error
+    code, out, err = run_cli(["plan", "--detailed-exitcode", "-f", manifests, *state])
+
+    assert (code, out) == (1, NO_CHANGES), out
+    assert "invalid YAML" in err and "Traceback" not in err
+    assert state_dir.read_install("a")
+
+
+# --- bad values are validation errors at their path, never a traceback -----------------------------------------
+
+@pytest.mark.parametrize(("spec", "where", "reason"), [
+    pytest.param("{source: {npm: a@1.0.0}, restartBackoff: {initialSeconds: 5, maxSeconds: 2}}",
+                 "spec.restartBackoff.maxSeconds", "maxSeconds must be at least initialSeconds",
+                 id="restartBackoff maxSeconds below initialSeconds"),
+    pytest.param("""{source: {npm: a@1.0.0}, command: "a 'b"}""", "spec.command", "cannot split into words",
+                 id="a command with an unclosed quote"),
+])
+@pytest.mark.parametrize("command", ["validate", "plan"])
+def test_an_invalid_value_is_a_validation_error_at_its_path(
+        run_cli: RunCli, write_manifest: WriteManifest, tmp_path: Path, command: str, spec: str, where: str,
+        reason: str) -> None:
+    path = write_manifest(HEAD + f"metadata: {{name: a}}\nspec: {spec}\n")
+
+    state = ["--state-dir", str(tmp_path / "state")] if command == "plan" else []   # validate reads no state
+    code, out, err = run_cli([command, "-f", str(path), *state])
+
+    assert code == 1, out
+    assert err.startswith(f"error: {path}[0] {where}: {reason}"), err
+    assert "Traceback" not in err
+
+
+def test_the_json_validation_report_locates_the_bad_backoff(run_cli: RunCli, write_manifest: WriteManifest) -> None:
+    path = write_manifest(HEAD + "metadata: {name: a}\n"
+                          "spec: {source: {npm: a@1.0.0}, restartBackoff: {initialSeconds: 5, maxSeconds: 2}}\n")
+    code, out, _ = run_cli(["validate", "-o", "json", "-f", str(path)])
+    doc = json.loads(out)
+    assert (code, doc["valid"]) == (1, False)
+    assert [(p["document"], p["path"]) for p in doc["problems"]] == [(0, "spec.restartBackoff.maxSeconds")]
+
+
+def test_a_server_over_streamable_http_is_refused_rather_than_silently_run_over_stdio(
+        write_manifest: WriteManifest, run_cli: RunCli) -> None:
+    path = write_manifest("""
+        apiVersion: mcp-reconcile/v1
+        kind: MCPServer
+        metadata: {name: web}
+        spec:
+          source: {npm: "@scope/web@1.0.0"}
+          transport: streamable-http
+          port: 8080
+    """)
+    code, _out, err = run_cli(["validate", "-f", str(path)])
+    assert code == 1
+    assert "spec.transport: only stdio servers are run for now" in err and "Traceback" not in err
+
+
+# --- status survives a corrupt run record ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_status_with_a_corrupt_run_record_still_shows_the_other_servers(
+        run_cli: RunCli, state_dir: StateDir, output: str) -> None:
+    converge(state_dir, specs_for(["manifests/"], state_dir))
+    state_dir.run_record_path("time").write_text("\x00garbage{not json")
+
+    code, out, err = run_cli(["status", "-o", output, "-f", "manifests/", "--state-dir", str(state_dir.root)])
+
+    assert code == 0, err
+    assert "Traceback" not in err
+    if output == "json":
+        rows = {row["name"]: row for row in json.loads(out)["servers"]}
+        assert set(rows) == {"everything", "time"}
+        assert rows["everything"]["endpoint"] == "http://127.0.0.1:1/mcp"
+        assert rows["time"]["endpoint"] is None
+    else:
+        assert "everything" in out and "http://127.0.0.1:1/mcp" in out, out
+
+
+# --- run --dry-run only plans ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv", [
+    pytest.param(["run", "--dry-run"], id="run --dry-run"),
+    pytest.param(["run", "--dry-run", "--monitor-duration", "5"], id="run --dry-run --monitor-duration"),
+    pytest.param(["apply", "--dry-run"], id="apply --dry-run"),
+    pytest.param(["--dry-run", "--monitor"], id="--dry-run --monitor"),
+    pytest.param(["--dry-run"], id="bare --dry-run"),
+])
+def test_dry_run_parses_to_the_plan_command(argv: list[str]) -> None:
+    assert cli.parse([*argv, "-f", "manifests/"]).command == "plan"
+
+
+def test_run_dry_run_prints_the_plan_and_starts_nothing(run_cli: RunCli, tmp_path: Path) -> None:
+    """Nothing desired and nothing known, so that a `run --dry-run` that ran the controller after all would
+    touch no process: it stops after 0.1 s, prints no plan, and creates the state dir."""
+    state = tmp_path / "state"
+    where = ["-f", "/dev/null", "--state-dir", str(state)]
+
+    planned = run_cli(["plan", *where])
+
+    assert planned == (0, NO_CHANGES, "")
+    assert run_cli(["run", "--dry-run", "--monitor-duration", "0.1", *where]) == planned
+    assert not state.exists(), "a dry run must not write to the state dir"

@@ -107,3 +107,40 @@ def test_a_valid_rewrite_that_no_longer_names_a_server_removes_it(
     assert desired.held == {}
     assert plan_lines(desired, running=running) == ["  - stop      b2  (removed from manifests)",
                                                 "  - uninstall b2  (removed from manifests)"]
+
+
+# --- the running loop's merge of a reload (loop/lastgood.py) ----------------------------------------------------
+
+def test_the_loop_keeps_supervising_the_last_good_specs_of_a_file_that_broke(
+        write_manifest: WriteManifest, state_dir: StateDir) -> None:
+    from mcp_reconcile.loop.lastgood import merge
+
+    path = write_manifest(server("b1") + server("b2"), "pair.yaml")
+    ledger = Ledger(state_dir)
+    good = load(path, state_dir, ledger).load.by_name
+    path.write_text(server("b1", "restartPolicy: Sometimes"))   # b2 dropped, b1 broken: the file is ignored
+
+    m = merge(good, load(path, state_dir, ledger), missing_since={}, now=100.0, grace_s=2.0)
+
+    assert m.desired == good and m.changed == set() and m.removed == {} and m.removal_due == {}
+    assert set(m.last_good) == {"b1", "b2"} and "has errors" in m.last_good["b1"]
+
+
+def test_the_loop_removes_a_server_whose_file_vanished_only_when_the_grace_is_over(
+        write_manifest: WriteManifest, state_dir: StateDir) -> None:
+    from mcp_reconcile.loop.lastgood import merge
+
+    path = write_manifest(server("b1"), "one.yaml")
+    write_manifest(server("b2"), "two.yaml")
+    ledger = Ledger(state_dir)
+    good = load(path.parent, state_dir, ledger).load.by_name
+    path.unlink()
+    gone = load(path.parent, state_dir, ledger)
+
+    first = merge(good, gone, missing_since={}, now=100.0, grace_s=2.0)
+    assert (first.desired, first.changed, first.removal_due, first.missing_since) == (good, set(), {"b1": 102.0},
+                                                                                      {"b1": 100.0})
+    early = merge(good, gone, missing_since=first.missing_since, now=101.5, grace_s=2.0)
+    assert (early.desired, early.removal_due) == (good, {"b1": 102.0})
+    over = merge(good, gone, missing_since=first.missing_since, now=102.0, grace_s=2.0)
+    assert (set(over.desired), over.changed, set(over.removed), over.removal_due) == ({"b2"}, {"b1"}, {"b1"}, {})

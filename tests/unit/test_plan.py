@@ -191,6 +191,17 @@ def test_plan_prints(desired: list[ServerSpec], observed: list[ObservedServer], 
     assert lines(run_plan(desired, observed)) == expected
 
 
+@pytest.mark.parametrize(("observed", "unhealthy"), [
+    pytest.param(running(A, consecutive_probe_failures=3, healthy=False), True, id="failed probes"),
+    pytest.param(running(A_ARGS), False, id="a changed spec"),
+])
+def test_a_restart_says_in_a_typed_field_whether_failed_probes_caused_it(observed: ObservedServer,
+                                                                         unhealthy: bool) -> None:
+    """The loop backs off unhealthy restarts like crashes; it reads this flag, never the reason text."""
+    (restart,) = run_plan([A], [observed]).actions
+    assert (restart.kind.value, restart.unhealthy) == ("restart", unhealthy)
+
+
 # --- the law: apply, plan again, nothing left -------------------------------------------------------------
 
 def apply_to_world(the_plan: Plan, desired: list[ServerSpec], observed: list[ObservedServer]

@@ -197,6 +197,20 @@ def test_a_reopened_log_continues_counting_from_its_size(tmp_path: Path) -> None
     assert Path(f"{path}.1").read_bytes() == b"x" * 90
 
 
+def test_two_writers_of_one_log_follow_each_others_rotation_and_lose_no_line(tmp_path: Path) -> None:
+    path = tmp_path / "srv.log"
+    loud, quiet = (proc.RotatingLog(path, max_bytes=100, backups=5) for _ in range(2))
+    quiet.write(b"q1\n")
+    for _ in range(4):
+        loud.write(b"L" * 59 + b"\n")   # rotates the file under the quiet writer's feet
+    quiet.write(b"q2\n")
+    loud.close()
+    quiet.close()
+    text = b"".join(p.read_bytes() for p in tmp_path.glob("srv.log*"))
+    assert text.count(b"q1\n") == 1 and text.count(b"q2\n") == 1 and text.count(b"L" * 59) == 4
+    assert path.read_bytes().endswith(b"q2\n")   # the quiet writer writes to the current file, not a backup
+
+
 # --- identity ----------------------------------------------------------------------------------------------
 
 def test_own_create_time_and_cmdline_equal_what_psutil_reports() -> None:

@@ -29,8 +29,8 @@ from mcp_reconcile.errors import McpReconcileError, StoreError
 from mcp_reconcile.store import StateDir
 
 if TYPE_CHECKING:
-    from mcp_reconcile.cli import Options
     from mcp_reconcile.model import ServerSpec
+    from mcp_reconcile.settings import Options
 
 EXIT_OK, EXIT_ERROR = 0, 1
 

@@ -13,9 +13,7 @@ The pure part (`desired_entries`, `plan_write`, `plan_remove`, `FileChange.diff`
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from mcp_reconcile.clients.catalog import Client, Connect, Entry, Target, entry_
 from mcp_reconcile.clients.documents import Document, open_document, plain
 from mcp_reconcile.clients.record import Record, fingerprint
 from mcp_reconcile.errors import McpReconcileError
+from mcp_reconcile.store import write_text_atomic as replace_text
 
 BACKUP_SUFFIX = ".mcpr-backup"
 
@@ -88,6 +87,10 @@ def read_text(path: Path) -> str | None:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
+    except UnicodeDecodeError as exc:
+        raise ClientConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); left as it is") from None
+    except OSError as exc:
+        raise ClientConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def _open(client: Client, path: Path, text: str | None) -> Document:
@@ -103,9 +106,10 @@ def ownership(record: Record, path: Path, name: str, current: object) -> str:
 
 
 def plan_write(client: Client, scope: str, path: Path, desired: Mapping[str, Entry], record: Record, *,
-               force: bool = False, prune: bool = False) -> FileChange:
+               force: bool = False, prune: bool | Iterable[str] = False) -> FileChange:
     """The change that makes `path` hold `desired`; conflicts are listed (and left untouched) unless `force`.
-    `prune` also removes our entries for servers no longer desired (the declarative reading)."""
+    `prune` also removes our entries for servers no longer desired (the declarative reading): every entry of
+    ours in the file (True), or only those named (an MCPClient prunes what it wrote, not `clients write`'s)."""
     before = read_text(path)
     doc = _open(client, path, before)
     current = doc.entries()
@@ -133,7 +137,8 @@ def plan_write(client: Client, scope: str, path: Path, desired: Mapping[str, Ent
                                               note=entry.note))
         change.written[name] = entry.value
     if prune:
-        stale = [n for n in record.names_in(path) if n not in desired]
+        ours = record.names_in(path) if prune is True else list(prune)
+        stale = [n for n in ours if n not in desired and n in record.names_in(path)]
         _remove_entries(doc, current, stale, record, change, force=force, why="no longer a running server")
     change.after = doc.text()
     return change
@@ -184,30 +189,8 @@ def write_text_atomic(path: Path, text: str, *, expected: str | None) -> None:
     mode = 0o600
     if expected is not None:
         mode = real.stat().st_mode & 0o777
-        _write_replace(real.with_name(real.name + BACKUP_SUFFIX), expected, mode)
-    _write_replace(real, text, mode)
-
-
-def _write_replace(path: Path, text: str, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_text(real.with_name(real.name + BACKUP_SUFFIX), expected, mode=mode)
+    replace_text(real, text, mode=mode)
 
 
 def apply(change: FileChange, record: Record) -> None:

@@ -37,7 +37,7 @@ from mcp_reconcile.errors import ManifestError
 from mcp_reconcile.model import API_VERSION, KIND
 
 FORMATS = ("mcpservers", "legacy", "vscode", "registry")   # detection order, see the docstring
-SCHEMA_DIR = Path(__file__).resolve().parents[3] / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
 MANIFEST_SCHEMA = "mcpserver.schema.json"
 NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 UNKNOWN_FORMAT = "not a recognised MCP config: expected 'mcpServers', 'servers' or a registry server.json"

@@ -166,7 +166,8 @@ def launch_spec(spec: ServerSpec, record: InstallRecord, base_env: Mapping[str, 
     env.update(spec.env)
     command = installer.command_for(spec, record)
     head = find_executable(command[0], first_in=bin_dir, path=path) or command[0]
-    return LaunchSpec(argv=(head, *command[1:], *spec.args), env=env, cwd=spec.cwd, secret_keys=spec.secret_keys)
+    return LaunchSpec(argv=(head, *command[1:], *spec.args), env=env, cwd=spec.cwd, secret_keys=spec.secret_keys,
+                      secret_parts=spec.secret_parts)
 
 
 def new_record(spec: ServerSpec, target: Path, *, installer: str, resolved_version: str,

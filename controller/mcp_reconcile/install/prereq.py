@@ -2,7 +2,8 @@
 
 npm sources need `node` >= 18 and `npm` on PATH; pypi sources need the bundled `uv` or a python with
 `venv`; a `.js` path source needs `node`. Checks have no side effects: the one command they run,
-`node --version`, is cached per binary (path + mtime). `${VAR}`s are the manifest loader's job.
+`node --version`, is cached per binary (path + mtime) and runs with a minimal environment (`probe_env`: PATH,
+HOME, locale and the like, never a secret). `${VAR}`s are the manifest loader's job.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from mcp_reconcile import proc
 from mcp_reconcile.errors import PrerequisiteError
-from mcp_reconcile.model import ServerSpec
+from mcp_reconcile.model import ALWAYS_INHERITED, ServerSpec
 
 MIN_NODE_MAJOR = 18
 # `node --version` answers in well under a second; more means a broken install.
@@ -118,6 +119,11 @@ def _python_problems(server: str) -> list[PrerequisiteError]:
     return [PrerequisiteError(server, "neither uv nor python3 with venv found", PYTHON_HINT)]
 
 
+def probe_env() -> dict[str, str]:
+    """What a host-tool probe runs with: the variables every child inherits, none of the controller's others."""
+    return {k: v for k, v in os.environ.items() if k in ALWAYS_INHERITED}
+
+
 def _run_for_output(argv: Sequence[str], *, timeout_s: float) -> str | None:
     """Stripped stdout of a short command, or None; usable with or without a running event loop.
 
@@ -128,7 +134,7 @@ def _run_for_output(argv: Sequence[str], *, timeout_s: float) -> str | None:
 
     def work() -> None:
         try:
-            done = asyncio.run(proc.run_command(argv, timeout_s=timeout_s))
+            done = asyncio.run(proc.run_command(argv, env=probe_env(), timeout_s=timeout_s))
         except OSError:
             return
         if done.returncode == 0 and not done.timed_out:

@@ -97,7 +97,7 @@ class PypiInstaller:
         project = project_name(spec.name, ref)
         venv = target / "venv"
         python = venv / "bin" / "python"
-        uv = await self._make_venv(spec, venv)
+        uv = await self._make_venv(spec, venv, env=env)
         if uv is not None:
             argv = [uv, "pip", "install", "--python", str(python), ref]
             manager, installer = UV_FAILURES, "uv"
@@ -124,14 +124,15 @@ class PypiInstaller:
     def bin_dir(self, record: InstallRecord) -> Path | None:
         return Path(record["dir"]) / BIN_SUBDIR
 
-    async def _make_venv(self, spec: ServerSpec, venv: Path) -> str | None:
-        """Create the venv with uv and return uv's path; with `python -m venv` (None) when uv cannot run."""
+    async def _make_venv(self, spec: ServerSpec, venv: Path, *, env: Mapping[str, str]) -> str | None:
+        """Create the venv with uv and return uv's path; with `python -m venv` (None) when uv cannot run.
+        Both run with the installer's `env`, which holds no manifest's ${VAR} secrets."""
         uv = uv_binary()
         why = "uv not found (the `uv` package is missing or has no binary)"
         if uv is not None:
             try:
                 made = await proc.run_command([uv, "venv", "--relocatable", "--quiet", "--python", sys.executable,
-                                               str(venv)], timeout_s=VENV_TIMEOUT_S)
+                                               str(venv)], env=env, timeout_s=VENV_TIMEOUT_S)
             except OSError as exc:
                 why = f"{uv} cannot run: {exc}"
             else:
@@ -142,7 +143,7 @@ class PypiInstaller:
         if not venv_available():
             raise PermanentError(spec.name, ACTION, f"{why}, and {sys.executable} has no venv: {PYTHON_HINT}")
         log.warning("install.fallback", server=spec.name, source=str(spec.source), installer="pip", reason=why)
-        made = await proc.run_command([sys.executable, "-m", "venv", str(venv)], timeout_s=VENV_TIMEOUT_S)
+        made = await proc.run_command([sys.executable, "-m", "venv", str(venv)], env=env, timeout_s=VENV_TIMEOUT_S)
         if made.returncode != 0 or made.timed_out:
             reason = _last_line(made.stderr) or f"exit {made.returncode}"
             raise PermanentError(spec.name, ACTION, f"python -m venv failed: {reason}")

@@ -7,7 +7,6 @@ found) fails at once, with the manager's own reason line in its message.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from tenacity.wait import wait_exponential_jitter
 
 from mcp_reconcile import proc
 from mcp_reconcile.errors import ActionError, PermanentError, TransientError
+from mcp_reconcile.slots import sleep_between_tries
 
 # Attempts per package-manager run (the first one included) before a TransientError is given up.
 INSTALL_ATTEMPTS = 4
@@ -60,7 +60,8 @@ async def retrying(run: Callable[[], Awaitable[T]], *, server: str, source: str,
                    attempts: int = INSTALL_ATTEMPTS) -> T:
     """`await run()`, again after a backoff while it raises TransientError, at most `attempts` times.
 
-    `sleep` replaces asyncio.sleep between attempts (tests pass a recording fake).
+    Between attempts the install slot is given back (slots.py), so one server's retries never hold back
+    another server's install. `sleep` replaces that wait (tests pass a recording fake).
     """
 
     def note_retry(state: RetryCallState) -> None:
@@ -73,7 +74,7 @@ async def retrying(run: Callable[[], Awaitable[T]], *, server: str, source: str,
         stop=stop_after_attempt(attempts),
         wait=wait_exponential_jitter(initial=RETRY_INITIAL_S, max=RETRY_MAX_S),
         retry=retry_if_exception_type(TransientError),
-        sleep=sleep or asyncio.sleep, reraise=True, before_sleep=note_retry)
+        sleep=sleep or sleep_between_tries, reraise=True, before_sleep=note_retry)
     async for attempt in retryer:
         with attempt:
             return await run()

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import tenacity
 
 CRASH_LOOP_FAILURES = 2     # consecutive failures (without a reset) that make a crash loop
+JITTER = 0.1                # +- this fraction of each delay, so servers that crashed together spread out
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class BackoffState:
 class Backoff:
     """The policy of one `restartBackoff` block; states are values, so one policy serves many servers."""
 
-    def __init__(self, *, initial_s: float, max_s: float, reset_after_s: float, jitter: float = 0.1,
+    def __init__(self, *, initial_s: float, max_s: float, reset_after_s: float, jitter: float = JITTER,
                  rng: random.Random | None = None) -> None:
         if initial_s <= 0 or max_s < initial_s:
             raise ValueError(f"backoff needs 0 < initial_s <= max_s (got {initial_s}, {max_s})")

@@ -70,3 +70,8 @@ class FakeClock:
     def pending_sleepers(self) -> int:
         """How many sleeps are waiting for time to move (cancelled ones do not count)."""
         return sum(1 for _, _, future in self._sleepers if not future.done())
+
+
+def wall_now() -> float:
+    """Wall time, for the timestamps people read (state.json, reports); never for a decision."""
+    return time.time()

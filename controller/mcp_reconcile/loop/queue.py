@@ -94,6 +94,11 @@ class WorkQueue:
             return 0.0
         return self._next_delay()
 
+    def delayed(self) -> dict[str, float]:
+        """Delayed names and the Clock time each becomes due (for status and for tests on a FakeClock)."""
+        self._promote_due()
+        return dict(self._waiting)
+
     def shutdown(self) -> None:
         """Stop handing out names: every blocked and future `get()` raises QueueShutDown.
 
