@@ -105,6 +105,8 @@ class Gateway:
         self.stats = EndpointStats()  # what /metrics shows of this endpoint (endpointstats.py)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._waiting: set[asyncio.StreamWriter] = set()   # connections between requests (idle keep-alive)
+        self._holding = False                              # hold(): the server crashed, a keeper takes over
         self._retiring: list[ServerLink] = []   # earlier generations finishing what they have in flight
         self._busy = 0                          # requests being answered now
         self._idle = asyncio.Event()
@@ -148,6 +150,21 @@ class Gateway:
         self._sweeper = asyncio.create_task(self._sweep_idle_sessions())
         return self.port
 
+    def hold(self) -> int | None:
+        """The server crashed and a keeper will hold the endpoint: stop accepting (new connections wait in the
+        backlog of the listening socket, kept open by the returned duplicate for the keeper), close the
+        connections waiting for their next request, and end every other one after its answer (`Connection:
+        close`), so that each client's next request opens a connection the next runner answers."""
+        fd = self.listening_fd()
+        if fd is None or self._server is None:
+            return None
+        held = os.dup(fd)
+        self._holding = True
+        self._server.close()
+        for writer in list(self._waiting):
+            writer.close()
+        return held
+
     def listening_fd(self) -> int | None:
         return self._server.sockets[0].fileno() if self._server is not None and self._server.sockets else None
 
@@ -175,7 +192,13 @@ class Gateway:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         try:
             while True:
-                event = await self._next_request(conn, reader)
+                if self._holding:   # the server is gone: this client's next request goes to the next runner
+                    break
+                self._waiting.add(writer)
+                try:
+                    event = await self._next_request(conn, reader)
+                finally:
+                    self._waiting.discard(writer)
                 if not isinstance(event, h11.Request):
                     break
                 counted = event.method != b"GET"   # a GET stream lasts as long as its client wants
@@ -183,7 +206,7 @@ class Gateway:
                 try:
                     reply = await self._handle(conn, reader, writer, event)
                     if reply is not None:
-                        await httpio.send(conn, writer, reply)
+                        await httpio.send(conn, writer, httpio.closing(reply) if self._holding else reply)
                 finally:
                     self._busy -= counted
                     if not self._busy:

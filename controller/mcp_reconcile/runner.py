@@ -320,9 +320,11 @@ class Runner:
                 break
         crashed = not self.stop_requested.is_set()
         if crashed:
+            held = gateway.hold() if control is not None and self.args.hold_seconds > 0 else None
             await gateway.quiesce(QUIESCE_TIMEOUT_S)   # the 503s owed to requests the exit cut short
-            if control is not None and self.args.hold_seconds > 0:
-                self._fork_keeper(gateway, control)
+            if held is not None and control is not None:
+                self._fork_keeper(held, control)
+                os.close(held)
         gateway.close()
         if control is not None:
             control.close()
@@ -333,12 +335,12 @@ class Runner:
         await self.isolation.close_all()
         return await self._finish(self.current.server, None)
 
-    def _fork_keeper(self, gateway: Gateway, control: asyncio.AbstractServer) -> None:
+    def _fork_keeper(self, listener_fd: int, control: asyncio.AbstractServer) -> None:
         """The server crashed: a child process keeps the endpoint's listening socket (new connections wait in
         its backlog) until the next runner takes it over, a controller releases it, or --hold-seconds pass.
         This runner then exits as always, so the controller sees the crash as it always has."""
-        listener_fd, control_fd = gateway.listening_fd(), control.sockets[0].fileno() if control.sockets else None
-        if listener_fd is None or control_fd is None:
+        control_fd = control.sockets[0].fileno() if control.sockets else None
+        if control_fd is None:
             return
         try:
             pid = os.fork()
