@@ -10,14 +10,12 @@ the context manager kills its process group (supergateway's stdio children are i
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import shlex
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,15 +32,10 @@ STOP_TIMEOUT_S = 10.0               # SIGTERM to exit, then SIGKILL
 
 
 def _conformance() -> ModuleType:
-    """tests/ is not a package: load tests/e2e/conformance.py by path, for its npm installer."""
-    path = benchlib.REPO / "tests" / "e2e" / "conformance.py"
-    spec = importlib.util.spec_from_file_location("e2e_conformance", path)
-    assert spec and spec.loader
-    module = sys.modules.get(spec.name) or importlib.util.module_from_spec(spec)
-    if spec.name not in sys.modules:
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return module
+    """tests/e2e/conformance.py, for its npm installer (tests/e2e is on pytest's pythonpath)."""
+    import conformance
+
+    return conformance
 
 
 def ensure_supergateway(version: str = SUPERGATEWAY_VERSION) -> Path:

@@ -20,7 +20,7 @@ Command lines (0.1.16; 0.2.0 alphas add `--requirements 2026-07-28` and `--timeo
     node22 <suite>/dist/index.js server --url http://127.0.0.1:PORT/mcp [--scenario NAME | --suite active|all]
                                         [-o DIR]     # DIR/server-NAME-<ISO time>/checks.json per scenario
     node22 <suite>/dist/index.js list --server
-tests/ is not a package: load this file by path (see tests/e2e/test_conformance_native.py).
+Import it as `conformance` (tests/e2e is on pytest's pythonpath).
 """
 
 from __future__ import annotations

@@ -13,15 +13,13 @@ it (its server factory, without the Express app) because a runner serves a stdio
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
+import conformance  # tests/e2e/conformance.py (tests/e2e is on pytest's pythonpath)
 import pytest
 from runnerlib import runner_endpoint
 
@@ -31,20 +29,6 @@ RUN_TIMEOUT_S = 180.0   # one suite run takes ~2 s here; generous for a loaded 2
 WAIT_S = 60.0
 
 
-def _load_harness() -> ModuleType:
-    existing = sys.modules.get("e2e_conformance")
-    if existing is not None:
-        return existing
-    path = Path(__file__).with_name("conformance.py")
-    spec = importlib.util.spec_from_file_location("e2e_conformance", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-conformance = _load_harness()
 
 
 def _compare(native_url: str, endpoint_url: str) -> tuple[set[str], set[str], str]:

@@ -8,12 +8,9 @@ the ones a real server can pass without the suite's fixture tools. Durations go 
 
 from __future__ import annotations
 
-import importlib.util
 import socket
-import sys
-from pathlib import Path
-from types import ModuleType
 
+import conformance  # tests/e2e/conformance.py (tests/e2e is on pytest's pythonpath)
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -21,18 +18,6 @@ pytestmark = pytest.mark.e2e
 RUN_TIMEOUT_S = 180.0   # the whole active suite takes ~2 s here; generous for a loaded 2-core box
 
 
-def _load_harness() -> ModuleType:
-    """tests/ is not a package: load tests/e2e/conformance.py by path (as tests/chaos loads the e2e conftest)."""
-    path = Path(__file__).with_name("conformance.py")
-    spec = importlib.util.spec_from_file_location("e2e_conformance", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module   # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
-
-
-conformance = _load_harness()
 
 # Natively passing generic scenarios, measured with suite 0.1.16 (server-everything 2026.8.31 and
 # mcp-server-time 2026.10.19 with mcp 2.3.0). Each server fails the rest of the generic set for a reason of its own.

@@ -18,7 +18,6 @@ Every wait is on an event (a callback, a progress report, the GET stream's respo
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -26,10 +25,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import anyio
+import conformance  # tests/e2e/conformance.py (tests/e2e is on pytest's pythonpath)
 import httpx2
 import pytest
 from mcp import ClientSession, types
@@ -392,20 +391,6 @@ def test_with_isolated_sessions_two_capable_clients_in_flight_at_once_each_get_t
 
 # --- server-everything: through the endpoint as through its own HTTP transport ----------------------------------
 
-def _load_conformance() -> ModuleType:
-    """tests/e2e/conformance.py (tests/ is not a package): installs and starts server-everything natively."""
-    existing = sys.modules.get("e2e_conformance")
-    if existing is not None:
-        return existing
-    spec = importlib.util.spec_from_file_location("e2e_conformance", Path(__file__).with_name("conformance.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-conformance = _load_conformance()
 
 SESSION_SUFFIX = re.compile(r"\s*(- SessionId \S+|from session \S+)?\s*$")   # natively: the HTTP session's id
 SIMULATED_LOGS = {"Debug-level message", "Info-level message", "Notice-level message", "Warning-level message",
