@@ -1,6 +1,6 @@
 """The runner's endpoint: Streamable HTTP for many clients over one stdio server (SPEC section 7).
 
-HTTP/1.1 on asyncio streams + h11, loopback only, Host/Origin checked (403), optional bearer token (401).
+HTTP/1.1 on asyncio streams + httptools, loopback only, Host/Origin checked (403), optional bearer token (401).
 Clients of both protocol eras are served whatever era the server speaks (eras.py translates):
 - a handshake-era client `initialize`s (answered from the server's own result, or built from its
   `server/discover` answer), gets a session of its own (`Mcp-Session-Id`) and may open the session's GET
@@ -10,7 +10,7 @@ A POST whose request makes the server talk back (progress, logs, sampling/elicit
 answered as an SSE stream carrying those messages and then the response; otherwise as one JSON body.
 Every request, `ping` included, goes to the server: a dead or stuck server never looks healthy here.
 
-Stdlib + h11 only: one runner runs per server, so this module's imports are its memory floor.
+Stdlib + httptools only: one runner runs per server, so this module's imports are its memory floor.
 """
 
 from __future__ import annotations
@@ -22,15 +22,14 @@ import os
 import re
 import socket
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
-
-import h11
 
 from mcp_reconcile import eras, httpio, mrtr
 from mcp_reconcile.clientsessions import LOG_LEVELS, Session, SessionTable
 from mcp_reconcile.endpointstats import EndpointStats
-from mcp_reconcile.httpio import READ_CHUNK, Reply, Stream
+from mcp_reconcile.httpio import Reply, Stream
 from mcp_reconcile.isolation import SessionGone, SessionLimit, SessionServers
 from mcp_reconcile.serverlink import ServerExited, ServerLink, ServerUnavailable
 from mcp_reconcile.sessionbook import SessionBook
@@ -47,11 +46,12 @@ UNSUPPORTED_VERSION = -32022  # 2026-07-28: the request names a protocol version
 REQUEST_TIMEOUT_S = 300.0
 # Largest request body accepted (413 above it); a JSON-RPC message, not a file upload.
 MAX_BODY_BYTES = 16 * 1024 * 1024
-# Largest request line + headers h11 buffers (431 above it).
+# Largest request line + headers (431 above it).
 MAX_HEADER_BYTES = 64 * 1024
-# How often idle isolated sessions are looked for (their bound is spec.sessionIdleSeconds).
+# How often idle connections and idle isolated sessions (bound: spec.sessionIdleSeconds) are looked for.
 SWEEP_INTERVAL_S = 10.0
-# A kept-alive connection with no new request for this long is closed (clients reconnect transparently).
+# A kept-alive connection with no new request for this long is closed (clients reconnect transparently); a
+# sweep rather than a timer per request, which would cost every forwarded call.
 IDLE_TIMEOUT_S = 120.0
 # From a request's first byte to the end of its headers, and then to the end of its body: slow senders
 # (slowloris) are cut off instead of piling up.
@@ -105,7 +105,7 @@ class Gateway:
         self.stats = EndpointStats()  # what /metrics shows of this endpoint (endpointstats.py)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
-        self._waiting: set[asyncio.StreamWriter] = set()   # connections between requests (idle keep-alive)
+        self._waiting: dict[asyncio.StreamWriter, float] = {}   # connections between requests, and since when
         self._holding = False                              # hold(): the server crashed, a keeper takes over
         self._retiring: list[ServerLink] = []   # earlier generations finishing what they have in flight
         self._busy = 0                          # requests being answered now
@@ -147,7 +147,7 @@ class Gateway:
         else:
             self._server = await asyncio.start_server(self._serve_connection, host, port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
-        self._sweeper = asyncio.create_task(self._sweep_idle_sessions())
+        self._sweeper = asyncio.create_task(self._sweep_idle())
         return self.port
 
     def hold(self) -> int | None:
@@ -189,98 +189,57 @@ class Gateway:
     # HTTP/1.1 ---------------------------------------------------------------------------------------------
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        conn = httpio.HttpConnection(reader, writer, max_head=MAX_HEADER_BYTES, max_body=MAX_BODY_BYTES)
+        loop = asyncio.get_running_loop()
         try:
-            while True:
-                if self._holding:   # the server is gone: this client's next request goes to the next runner
-                    break
-                self._waiting.add(writer)
+            while not self._holding:   # once held, this client's next request goes to the next runner
+                self._waiting[writer] = loop.time()
                 try:
-                    event = await self._next_request(conn, reader)
+                    request = await conn.next_request(HEADER_TIMEOUT_S)
                 finally:
-                    self._waiting.discard(writer)
-                if not isinstance(event, h11.Request):
+                    self._waiting.pop(writer, None)
+                if request is None:
                     break
-                counted = event.method != b"GET"   # a GET stream lasts as long as its client wants
+                counted = request.method != b"GET"   # a GET stream lasts as long as its client wants
                 self._busy += counted
                 try:
-                    reply = await self._handle(conn, reader, writer, event)
+                    reply = await self._handle(conn, request)
                     if reply is not None:
-                        await httpio.send(conn, writer, httpio.closing(reply) if self._holding else reply)
+                        await conn.send(httpio.closing(reply) if self._holding else reply)
                 finally:
                     self._busy -= counted
                     if not self._busy:
                         self._idle.set()
-                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                if not conn.done(request):
                     break
-                conn.start_next_cycle()
-        except h11.RemoteProtocolError as exc:   # malformed, or headers too large (431)
-            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                reply = httpio.closing(Reply(exc.error_status_hint, str(exc).encode(),
-                                             [("Content-Type", "text/plain")]))
-                with contextlib.suppress(ConnectionError, h11.LocalProtocolError):
-                    await httpio.send(conn, writer, reply)
-        except (ConnectionError, h11.LocalProtocolError, TimeoutError):
+        except httpio.BadRequest as exc:   # malformed, or headers too large (431)
+            with contextlib.suppress(ConnectionError):
+                await conn.send(httpio.closing(Reply(exc.status, f"{exc}\n".encode(),
+                                                     [("Content-Type", "text/plain")])))
+        except (ConnectionError, TimeoutError):
             pass
         finally:
             self._writers.discard(writer)
             writer.close()
 
-    async def _next_request(self, conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
-        """The next request's head: idle up to IDLE_TIMEOUT_S, then HEADER_TIMEOUT_S from its first byte."""
-        event = conn.next_event()
-        if event is not h11.NEED_DATA:
-            return event
-        async with asyncio.timeout(IDLE_TIMEOUT_S):
-            data = await reader.read(READ_CHUNK)
-        conn.receive_data(data)
-        async with asyncio.timeout(HEADER_TIMEOUT_S):
-            return await httpio.next_event(conn, reader)
-
-
-    async def _handle(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      request: h11.Request) -> Reply | None:
-        head_size = len(request.target) + sum(len(name) + len(value) + 4 for name, value in request.headers)
-        if head_size > MAX_HEADER_BYTES:   # h11 bounds only what it buffers while a head is incomplete
-            return httpio.closing(Reply(431, b"request header fields too large\n"))
-        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in request.headers}
+    async def _handle(self, conn: httpio.HttpConnection, request: httpio.Request) -> Reply | None:
+        headers = request.headers
         denied = self._check_access(request.target, headers)
         length = headers.get("content-length", "0")
         if denied is None and length.isdigit() and int(length) > MAX_BODY_BYTES:
             denied = Reply(413, b"request body too large\n")
         if denied is not None:
             return httpio.closing(denied)
-        if conn.they_are_waiting_for_100_continue:  # curl asks before sending a larger body
-            writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))  # type: ignore[arg-type]
-        async with asyncio.timeout(BODY_TIMEOUT_S):
-            body = await self._read_body(conn, reader)
+        body = await conn.read_body(request, BODY_TIMEOUT_S)
         if body is None:
             return httpio.closing(Reply(413, b"request body too large\n"))
         if request.method == b"POST":
-            return await self._post(conn, writer, headers, body)
+            return await self._post(conn, headers, body)
         if request.method == b"GET":
-            return await self._get(conn, reader, writer, headers)
+            return await self._get(conn, headers)
         if request.method == b"DELETE":
             return self._delete(headers)
         return Reply(405, b"", [("Allow", "GET, POST, DELETE")])
-
-    async def _read_body(self, conn: h11.Connection, reader: asyncio.StreamReader) -> bytes | None:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            event = await httpio.next_event(conn, reader)
-            if isinstance(event, h11.Data):
-                size += len(event.data)
-                if size > MAX_BODY_BYTES:
-                    return None
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                return b"".join(chunks)
-            else:
-                raise ConnectionError("client went away mid-request")
-
-
-
 
     # access -----------------------------------------------------------------------------------------------
     def _check_access(self, target: bytes, headers: dict[str, str]) -> Reply | None:
@@ -301,8 +260,7 @@ class Gateway:
         return None
 
     # POST -------------------------------------------------------------------------------------------------
-    async def _post(self, conn: h11.Connection, writer: asyncio.StreamWriter, headers: dict[str, str],
-                    body: bytes) -> Reply | None:
+    async def _post(self, conn: httpio.HttpConnection, headers: dict[str, str], body: bytes) -> Reply | None:
         try:
             message = json.loads(body)
         except (ValueError, RecursionError):
@@ -327,7 +285,7 @@ class Gateway:
         started = asyncio.get_running_loop().time()
         failed = True
         try:
-            reply = await self._request(conn, writer, call, method)
+            reply = await self._request(conn, call, method)
             failed = reply is not None and (reply.status >= 400 or _is_error(reply.body))
             return reply
         finally:
@@ -447,8 +405,7 @@ class Gateway:
                     return True
         return False
 
-    async def _request(self, conn: h11.Connection, writer: asyncio.StreamWriter, call: Call,
-                       method: str) -> Reply | None:
+    async def _request(self, conn: httpio.HttpConnection, call: Call, method: str) -> Reply | None:
         """Forward (translated for the client's era); stream what the server says meanwhile, then answer.
         A 2026-07-28 server's questions (input_required) are asked of a handshake-era client here (mrtr.py)."""
         message, answer_as = self._translate_in(call, method)
@@ -459,7 +416,7 @@ class Gateway:
         except ServerUnavailable as exc:
             return httpio.error_reply(503, call.message.get("id"), SERVER_UNAVAILABLE,
                                       f"MCP server unavailable: {exc}", [("Retry-After", "1")])
-        out = httpio.SseOut(conn, writer) if call.wants_stream else None
+        out = httpio.SseOut(conn) if call.wants_stream else None
         asked: list[dict[str, Any]] = []
         try:
             for _round in range(mrtr.MAX_ROUNDS + 1):
@@ -490,21 +447,25 @@ class Gateway:
         stream = Stream() if out is not None else None
         # a 2026-07-28 client takes no server requests (its era asks with input_required): none goes to it
         capabilities = {} if call.modern else call.session.capabilities if call.session else {}
-        forwarded = asyncio.ensure_future(link.request(
-            message, timeout_s=self.request_timeout_s, scope=call.session_id,
-            sink=stream.put if stream else None, capabilities=capabilities))
+        try:
+            pending = await link.start(message, timeout_s=self.request_timeout_s, scope=call.session_id,
+                                       sink=stream.put if stream else None, capabilities=capabilities)
+        except ServerUnavailable as exc:
+            return httpio.error_reply(503, call.message.get("id"), SERVER_UNAVAILABLE,
+                                      f"MCP server unavailable: {exc}", [("Retry-After", "1")])
         if stream is None or out is None:
-            return await self._outcome(forwarded, call)
+            return await self._outcome(link.finish(pending), call)
         answered = (None, {})   # queued once the response is in: every message the server sent before it is ahead
-        forwarded.add_done_callback(lambda _: stream.queue.put_nowait(answered))
+        pending.future.add_done_callback(lambda _: stream.queue.put_nowait(answered))
         try:
             while (item := await stream.queue.get()) is not answered:   # one await per message, none extra
                 await out.event(item[1])
-            return await self._outcome(forwarded, call)
+        except BaseException:
+            link.abandon(pending)   # the client went away: let the server's answer go nowhere
+            raise
         finally:
             stream.open = False
-            if not forwarded.done():   # the client went away: let the server's answer go nowhere
-                forwarded.cancel()
+        return await self._outcome(link.finish(pending), call)
 
     async def _ask(self, call: Call, questions: mrtr.Questions, out: httpio.SseOut | None,
                    asked: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any] | Reply | None]:
@@ -553,7 +514,7 @@ class Gateway:
             return eras.with_envelope(message, call.session.capabilities if call.session else {}), "as is"
         return message, "as is"
 
-    async def _outcome(self, forwarded: asyncio.Future[dict[str, Any]], call: Call) -> dict[str, Any] | Reply:
+    async def _outcome(self, forwarded: Awaitable[dict[str, Any]], call: Call) -> dict[str, Any] | Reply:
         request_id = call.message.get("id")
         try:
             return await forwarded
@@ -595,8 +556,7 @@ class Gateway:
         return httpio.json_reply(status, response)
 
     # GET: the session's stream ----------------------------------------------------------------------------
-    async def _get(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                   headers: dict[str, str]) -> Reply | None:
+    async def _get(self, conn: httpio.HttpConnection, headers: dict[str, str]) -> Reply | None:
         if "text/event-stream" not in headers.get("accept", ""):
             return Reply(406, b"GET opens an SSE stream: Accept must include text/event-stream\n")
         session_id = headers.get("mcp-session-id")
@@ -607,8 +567,8 @@ class Gateway:
         if session is None:
             return Reply(404, b"session not found\n")
         stream = session.open_stream(headers.get("last-event-id"))   # one per session: the newer one replaces it
-        await httpio.start_stream(conn, writer, [("Mcp-Session-Id", session_id)])
-        gone = asyncio.ensure_future(reader.read(1))   # EOF (or anything) from the client ends the stream
+        await conn.start_stream([("Mcp-Session-Id", session_id)])
+        gone = asyncio.ensure_future(conn.reader.read(1))   # EOF (or anything) from the client ends the stream
         try:
             while stream.open:
                 getter = asyncio.ensure_future(stream.queue.get())
@@ -618,7 +578,7 @@ class Gateway:
                     break
                 if stream.open:
                     event_id, message = getter.result()
-                    await httpio.stream_event(conn, writer, message, event_id)
+                    await conn.stream_event(message, event_id)
         finally:
             gone.cancel()
             stream.open = False
@@ -636,12 +596,17 @@ class Gateway:
         if self.isolation is not None:
             self.isolation.close(session_id)
 
-    async def _sweep_idle_sessions(self) -> None:
-        """End isolated sessions idle for spec.sessionIdleSeconds (no request, no open GET stream): their
-        servers stop, and the client is told to start a new session (404) if it comes back."""
+    async def _sweep_idle(self) -> None:
+        """Close connections idle for IDLE_TIMEOUT_S, and end isolated sessions idle for
+        spec.sessionIdleSeconds (no request, no open GET stream): their servers stop, and the client is told to
+        start a new session (404) if it comes back."""
+        loop = asyncio.get_running_loop()
         while True:
             idle_s = self.isolation.idle_s if self.isolation is not None else SWEEP_INTERVAL_S
             await asyncio.sleep(min(SWEEP_INTERVAL_S, idle_s / 2))
+            cutoff = loop.time() - IDLE_TIMEOUT_S
+            for writer in [writer for writer, since in self._waiting.items() if since < cutoff]:
+                writer.close()
             if self.isolation is None:
                 continue
             for session_id in self.isolation.idle():

@@ -1,18 +1,22 @@
-"""HTTP/1.1 plumbing of the runner's endpoint over asyncio streams and h11: replies, SSE streams, reads.
+"""HTTP/1.1 plumbing of the runner's endpoint: requests parsed by httptools (llhttp), replies written as bytes.
 
 Split from gateway.py, which decides what to answer; this module only puts bytes on the wire and takes them
-off. Stdlib + h11 only: one runner runs per server.
+off. A forwarded call is the runner's hot path, so a request that arrives whole in one read (nearly all of
+them) costs one parse and no timer: the head and body timeouts are armed only while a request is incomplete,
+and idleness between requests is the gateway's sweep, not a timer per request. Stdlib + httptools only: one
+runner runs per server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-import h11
+import httptools
 
 # Messages queued for a stream whose client reads too slowly; beyond this the oldest is dropped.
 MAX_STREAM_BACKLOG = 1000
@@ -21,6 +25,7 @@ READ_CHUNK = 64 * 1024
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _SSE_HEADERS = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
+_NO_BODY = frozenset({204, 304})
 
 
 @dataclass
@@ -84,52 +89,201 @@ class Stream:
         self.queue.put_nowait((None, {}))
 
 
-async def next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
-    while True:
-        event = conn.next_event()
-        if event is not h11.NEED_DATA:
-            return event
-        conn.receive_data(await reader.read(READ_CHUNK))
+class BadRequest(Exception):
+    """What the client sent is not HTTP/1.1 we serve: answered with `status` and the connection closed."""
+
+    def __init__(self, status: int, why: str) -> None:
+        super().__init__(why)
+        self.status = status
 
 
-async def send(conn: h11.Connection, writer: asyncio.StreamWriter, reply: Reply) -> None:
-    headers = reply.headers if reply.status == 204 else [*reply.headers, ("Content-Length", str(len(reply.body)))]
-    response = h11.Response(status_code=reply.status, headers=headers, reason=_REASONS.get(reply.status, b""))
-    parts = [conn.send(response)]
-    if reply.body:
-        parts.append(conn.send(h11.Data(data=reply.body)))
-    parts.append(conn.send(h11.EndOfMessage()))
-    writer.write(b"".join(parts))  # type: ignore[arg-type]  # one send(2) per response
-    await writer.drain()
+@dataclass
+class Request:
+    """One request off the wire: its head as soon as it is parsed, its body as it arrives."""
+
+    method: bytes = b""
+    target: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)   # names lower-cased; a repeated one is joined by ", "
+    keep_alive: bool = True
+    http11: bool = True
+    head_size: int = 0
+    head_done: bool = False
+    body: list[bytes] = field(default_factory=list)
+    body_size: int = 0
+    too_large: bool = False          # the body went over the bound: the rest of it is not kept
+    complete: bool = False
 
 
-async def start_stream(conn: h11.Connection, writer: asyncio.StreamWriter,
-                        headers: list[tuple[str, str]]) -> None:
-    writer.write(conn.send(h11.Response(status_code=200, headers=[*_SSE_HEADERS, *headers],  # type: ignore[arg-type]
-                                        reason=b"OK")))
-    await writer.drain()
+class _Parse:
+    """httptools' callbacks: the requests of one connection, in order (a pipelining client may send several)."""
+
+    def __init__(self, max_head: int, max_body: int) -> None:
+        self.max_head, self.max_body = max_head, max_body
+        self.requests: deque[Request] = deque()
+        self.parser = httptools.HttpRequestParser(self)
+        self.head_too_large = False
+
+    def on_message_begin(self) -> None:
+        self.requests.append(Request())
+
+    def _grow_head(self, size: int) -> None:
+        current = self.requests[-1]
+        current.head_size += size
+        if current.head_size > self.max_head:
+            self.head_too_large = True
+            raise BadRequest(431, "request header fields too large")
+
+    def on_url(self, url: bytes) -> None:
+        self._grow_head(len(url))
+        self.requests[-1].target += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._grow_head(len(name) + len(value) + 4)
+        headers = self.requests[-1].headers
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1").strip()
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+
+    def on_headers_complete(self) -> None:
+        current = self.requests[-1]
+        current.method = self.parser.get_method()
+        current.http11 = self.parser.get_http_version() == "1.1"
+        current.keep_alive = self.parser.should_keep_alive()
+        current.head_done = True
+
+    def on_body(self, body: bytes) -> None:
+        current = self.requests[-1]
+        current.body_size += len(body)
+        if current.body_size > self.max_body:
+            current.too_large, current.body = True, []
+        elif not current.too_large:
+            current.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.requests[-1].complete = True
 
 
-async def stream_event(conn: h11.Connection, writer: asyncio.StreamWriter, message: dict[str, Any],
-                       event_id: str | None = None) -> None:
-    writer.write(conn.send(h11.Data(data=sse_event(message, event_id))))  # type: ignore[arg-type]
-    await writer.drain()
+class HttpConnection:
+    """One client's connection: `next_request`, `read_body`, then `send` (or an SSE stream); again if kept alive."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, max_head: int,
+                 max_body: int) -> None:
+        self.reader, self.writer = reader, writer
+        self._parse = _Parse(max_head, max_body)
+        self._upgraded = False          # an Upgrade request: nothing after it is parsed; closed after the answer
+        self.close_after = False        # the current reply ends the connection
+        self._chunked = False           # the current SSE stream is sent in chunks (HTTP/1.1)
+
+    async def _feed(self) -> bool:
+        """Read once more and parse it; False at end of input."""
+        data = await self.reader.read(READ_CHUNK)
+        if not data:
+            return False
+        if self._upgraded:
+            return True
+        try:
+            self._parse.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._upgraded = True
+        except httptools.HttpParserCallbackError as exc:
+            if self._parse.head_too_large:
+                raise BadRequest(431, "request header fields too large") from exc
+            raise BadRequest(400, f"malformed request: {exc.__context__ or exc}") from exc
+        except httptools.HttpParserError as exc:
+            raise BadRequest(400, f"malformed request: {exc}") from exc
+        return True
+
+    async def next_request(self, head_timeout_s: float) -> Request | None:
+        """The next request with its head parsed (None: the client closed the connection). Waiting for a first
+        byte has no bound here (the gateway's sweep ends idle connections); once it came, the rest of the head
+        must follow within `head_timeout_s` (slowloris)."""
+        requests = self._parse.requests
+        if not requests and not await self._feed():
+            return None
+        if not (requests and requests[0].head_done):
+            async with asyncio.timeout(head_timeout_s):
+                while not (requests and requests[0].head_done):
+                    if not await self._feed():
+                        return None
+        request = requests[0]
+        self.close_after = not (request.keep_alive and request.http11) or self._upgraded
+        return request
+
+    async def read_body(self, request: Request, timeout_s: float) -> bytes | None:
+        """The whole body, within `timeout_s`; None when it is larger than the bound (413)."""
+        if not request.complete:
+            if request.headers.get("expect", "").lower() == "100-continue" and request.http11:
+                self.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")   # curl asks before sending a larger body
+            async with asyncio.timeout(timeout_s):
+                while not request.complete:
+                    if not await self._feed():
+                        raise ConnectionError("client went away mid-request")
+        return None if request.too_large else b"".join(request.body)
+
+    def done(self, request: Request) -> bool:
+        """The request is answered: True when the connection may carry the next one."""
+        if self._parse.requests and self._parse.requests[0] is request:
+            self._parse.requests.popleft()
+        return request.complete and not self.close_after
+
+    def _head(self, status: int, headers: list[tuple[str, str]]) -> list[bytes]:
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))]
+        for name, value in headers:
+            lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+        if self.close_after:
+            lines.append(b"Connection: close\r\n")
+        return lines
+
+    async def send(self, reply: Reply) -> None:
+        """The reply with its body, in one write."""
+        headers = [(n, v) for n, v in reply.headers if n.lower() != "connection"]
+        if any(n.lower() == "connection" and v.lower() == "close" for n, v in reply.headers):
+            self.close_after = True
+        lines = self._head(reply.status, headers)
+        if reply.status not in _NO_BODY:
+            lines.append(b"Content-Length: %d\r\n" % len(reply.body))
+        lines.append(b"\r\n")
+        if reply.status not in _NO_BODY:
+            lines.append(reply.body)
+        self.writer.write(b"".join(lines))
+        await self.writer.drain()
+
+    async def start_stream(self, headers: list[tuple[str, str]]) -> None:
+        """A 200 whose body is an SSE stream: chunked on HTTP/1.1, else delimited by closing the connection."""
+        self._chunked = self._parse.requests[0].http11 if self._parse.requests else True
+        if not self._chunked:
+            self.close_after = True
+        lines = self._head(200, [*_SSE_HEADERS, *headers])
+        if self._chunked:
+            lines.append(b"Transfer-Encoding: chunked\r\n")
+        lines.append(b"\r\n")
+        self.writer.write(b"".join(lines))
+        await self.writer.drain()
+
+    async def stream_event(self, message: dict[str, Any], event_id: str | None = None) -> None:
+        data = sse_event(message, event_id)
+        self.writer.write(b"%x\r\n%s\r\n" % (len(data), data) if self._chunked else data)
+        await self.writer.drain()
+
+    async def end_stream(self) -> None:
+        if self._chunked:
+            self.writer.write(b"0\r\n\r\n")
+            await self.writer.drain()
 
 
 class SseOut:
     """A POST's answer as an SSE stream, started by its first event; `finish` sends the response and ends it."""
 
-    def __init__(self, conn: h11.Connection, writer: asyncio.StreamWriter) -> None:
-        self.conn, self.writer = conn, writer
+    def __init__(self, conn: HttpConnection) -> None:
+        self.conn = conn
         self.started = False
 
     async def event(self, message: dict[str, Any]) -> None:
         if not self.started:
-            await start_stream(self.conn, self.writer, [])
+            await self.conn.start_stream([])
             self.started = True
-        await stream_event(self.conn, self.writer, message)
+        await self.conn.stream_event(message)
 
     async def finish(self, message: dict[str, Any]) -> None:
         await self.event(message)
-        self.writer.write(self.conn.send(h11.EndOfMessage()))  # type: ignore[arg-type]
-        await self.writer.drain()
+        await self.conn.end_stream()

@@ -72,9 +72,10 @@ class Pending:
     sink: Sink | None = None          # the request's SSE stream: messages the server sends while working on it
     capabilities: dict[str, Any] = field(default_factory=dict)
     progress_token: Any = None        # the client's own token, restored on progress notifications
-    deadline: asyncio.Timeout | None = None
+    deadline: asyncio.TimerHandle | None = None
     timeout_s: float = 0.0
     method: str = ""
+    runner_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,31 +113,72 @@ class ServerLink:
         Progress the server reports pushes the deadline `timeout_s` further. Raises TimeoutError after
         `timeout_s` without a word from the server, ServerUnavailable when the server is gone.
         """
+        pending = await self.start(message, timeout_s=timeout_s, scope=scope, sink=sink, capabilities=capabilities)
+        return await self.finish(pending)
+
+    async def start(self, message: dict[str, Any], *, timeout_s: float, scope: str | None = None,
+                    sink: Sink | None = None, capabilities: dict[str, Any] | None = None) -> Pending:
+        """The first half of `request`: the message is on its way; `finish` waits for its answer. Split so the
+        gateway can stream what the server says meanwhile without a task per request."""
         if self.closed:
             raise ServerUnavailable("server is not running")
+        loop = asyncio.get_running_loop()
         self._next_id += 1
         runner_id = self._next_id
-        pending = Pending(asyncio.get_running_loop().create_future(), message.get("id"), scope, sink,
-                          capabilities or {}, timeout_s=timeout_s, method=str(message.get("method")))
+        pending = Pending(loop.create_future(), message.get("id"), scope, sink, capabilities or {},
+                          timeout_s=timeout_s, method=str(message.get("method")), runner_id=runner_id)
         message = self._with_progress_token(message, pending, runner_id)
         self._pending[runner_id] = pending
         self._idle.clear()
+        # a timer, not asyncio.timeout: this is every forwarded call's path, and progress moves it
+        pending.deadline = loop.call_at(loop.time() + timeout_s, self._expire, pending)
         try:
-            async with asyncio.timeout(timeout_s) as deadline:  # covers a full stdin pipe and a silent server
-                pending.deadline = deadline
-                await self._send({**message, "id": runner_id})
-                response = await pending.future
+            self._write({**message, "id": runner_id})
+            if self._stdin.transport.get_write_buffer_size():   # the server reads slowly: wait, within the bound
+                waiter = asyncio.ensure_future(self._stdin.drain())
+                await asyncio.wait((waiter, pending.future), return_when=asyncio.FIRST_COMPLETED)
+                if not waiter.done():
+                    waiter.cancel()
+                elif waiter.exception() is not None:
+                    raise ServerUnavailable(f"server stdin closed: {waiter.exception()}")
+        except BaseException:
+            self.abandon(pending)
+            raise
+        return pending
+
+    async def finish(self, pending: Pending) -> dict[str, Any]:
+        """The response to a request `start`ed, under the caller's id; raises as `request` does."""
+        try:
+            response = await pending.future
         except TimeoutError:
             if self.cancel_on_timeout:
                 self._write_quietly({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {
-                    "requestId": runner_id, "reason": "request timed out in the mcp-reconcile runner"}})
+                    "requestId": pending.runner_id, "reason": "request timed out in the mcp-reconcile runner"}})
             raise
         finally:
-            self._pending.pop(runner_id, None)
-            if not self._pending:
-                self._idle.set()
+            self._settle(pending)
         response["id"] = pending.original_id
         return response
+
+    def abandon(self, pending: Pending) -> None:
+        """Nobody waits for this request's answer any more: it goes nowhere when it comes."""
+        self._settle(pending)
+        if pending.future.done() and not pending.future.cancelled():
+            pending.future.exception()   # retrieved: whoever abandons it has its own error to report
+        else:
+            pending.future.cancel()
+
+    def _expire(self, pending: Pending) -> None:
+        if not pending.future.done():
+            pending.future.set_exception(TimeoutError())
+
+    def _settle(self, pending: Pending) -> None:
+        """The request needs nothing more: its timer and its place among the pending go."""
+        if pending.deadline is not None:
+            pending.deadline.cancel()
+        self._pending.pop(pending.runner_id, None)
+        if not self._pending:
+            self._idle.set()
 
     @staticmethod
     def _with_progress_token(message: dict[str, Any], pending: Pending, runner_id: int) -> dict[str, Any]:
@@ -244,7 +286,9 @@ class ServerLink:
             if pending is None:
                 return   # its request is answered or abandoned
             if pending.deadline is not None:   # a server that reports progress is working: give it more time
-                pending.deadline.reschedule(asyncio.get_running_loop().time() + pending.timeout_s)
+                pending.deadline.cancel()
+                loop = asyncio.get_running_loop()
+                pending.deadline = loop.call_at(loop.time() + pending.timeout_s, self._expire, pending)
             if pending.sink is not None:
                 pending.sink({**message, "params": {**params, "progressToken": pending.progress_token}})
             return

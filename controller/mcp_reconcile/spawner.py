@@ -1,6 +1,6 @@
 """Warm runner starts: a template process that has the runner imported forks each new runner.
 
-A runner is a fresh Python process that imports asyncio, h11 and the gateway: ~90 ms of CPU before it
+A runner is a fresh Python process that imports asyncio, httptools and the gateway: ~90 ms of CPU before it
 can spawn its server, paid again at every start and restart (tests/bench: crash-to-ready, 25 servers
 cold). The template (`python -m mcp_reconcile.spawner FD`) pays it once; each runner is then a fork
 (a few ms) that starts its own session, so it outlives the template and the controller exactly like a
