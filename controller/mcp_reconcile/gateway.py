@@ -29,7 +29,7 @@ from typing import Any
 from mcp_reconcile import eras, httpio, mrtr
 from mcp_reconcile.clientsessions import LOG_LEVELS, Session, SessionTable
 from mcp_reconcile.endpointstats import EndpointStats
-from mcp_reconcile.httpio import Reply, Stream
+from mcp_reconcile.httpio import Reply
 from mcp_reconcile.isolation import SessionGone, SessionLimit, SessionServers
 from mcp_reconcile.serverlink import ServerExited, ServerLink, ServerUnavailable
 from mcp_reconcile.sessionbook import SessionBook
@@ -220,7 +220,7 @@ class Gateway:
             pass
         finally:
             self._writers.discard(writer)
-            writer.close()
+            await conn.close()
 
     async def _handle(self, conn: httpio.HttpConnection, request: httpio.Request) -> Reply | None:
         headers = request.headers
@@ -444,27 +444,25 @@ class Gateway:
     async def _relay(self, link: ServerLink, message: dict[str, Any], call: Call,
                      out: httpio.SseOut | None) -> dict[str, Any] | Reply:
         """One forwarded request: what the server sends meanwhile goes to `out`; then its response."""
-        stream = Stream() if out is not None else None
+        relay = httpio.Interim() if out is not None else None
         # a 2026-07-28 client takes no server requests (its era asks with input_required): none goes to it
         capabilities = {} if call.modern else call.session.capabilities if call.session else {}
         try:
             pending = await link.start(message, timeout_s=self.request_timeout_s, scope=call.session_id,
-                                       sink=stream.put if stream else None, capabilities=capabilities)
+                                       sink=relay.put if relay else None, capabilities=capabilities)
         except ServerUnavailable as exc:
             return httpio.error_reply(503, call.message.get("id"), SERVER_UNAVAILABLE,
                                       f"MCP server unavailable: {exc}", [("Retry-After", "1")])
-        if stream is None or out is None:
+        if relay is None or out is None:
             return await self._outcome(link.finish(pending), call)
-        answered = (None, {})   # queued once the response is in: every message the server sent before it is ahead
-        pending.future.add_done_callback(lambda _: stream.queue.put_nowait(answered))
         try:
-            while (item := await stream.queue.get()) is not answered:   # one await per message, none extra
-                await out.event(item[1])
+            while (message := await relay.next(pending.future)) is not None:   # all the server said before
+                await out.event(message)                                       # its answer, in order
         except BaseException:
             link.abandon(pending)   # the client went away: let the server's answer go nowhere
             raise
         finally:
-            stream.open = False
+            relay.open = False
         return await self._outcome(link.finish(pending), call)
 
     async def _ask(self, call: Call, questions: mrtr.Questions, out: httpio.SseOut | None,

@@ -10,6 +10,7 @@ runner runs per server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import deque
 from dataclasses import dataclass, field
@@ -22,6 +23,10 @@ import httptools
 MAX_STREAM_BACKLOG = 1000
 # Bytes read from a client socket at a time.
 READ_CHUNK = 64 * 1024
+# A connection closed before its client's request was read whole is drained this long (and this much) first,
+# so the client reads the refusal sent to it instead of a reset (a lingering close, as nginx does).
+LINGER_S = 2.0
+LINGER_BYTES = 1 << 20
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _SSE_HEADERS = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
@@ -87,6 +92,44 @@ class Stream:
         """No more messages: a reader waiting on the queue wakes up and sees the stream closed."""
         self.open = False
         self.queue.put_nowait((None, {}))
+
+
+class Interim:
+    """What the server says about one forwarded request before answering it, on its way to the request's SSE
+    stream. No queue and no task: a request that produces no notification pays one future for having
+    offered SSE, and its answer then goes out as plain JSON."""
+
+    __slots__ = ("_wake", "messages", "open")
+
+    def __init__(self) -> None:
+        self.messages: deque[dict[str, Any]] = deque()
+        self.open = True
+        self._wake: asyncio.Future[None] | None = None
+
+    def put(self, message: dict[str, Any]) -> None:
+        if not self.open:
+            return
+        if len(self.messages) >= MAX_STREAM_BACKLOG:
+            self.messages.popleft()
+        self.messages.append(message)
+        self._rouse()
+
+    def _rouse(self, _: object = None) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def next(self, answered: asyncio.Future[Any]) -> dict[str, Any] | None:
+        """The next message, or None once `answered` is done and every message sent before it was taken."""
+        while not self.messages:
+            if answered.done():
+                return None
+            self._wake = answered.get_loop().create_future()
+            answered.add_done_callback(self._rouse)
+            try:
+                await self._wake
+            finally:
+                answered.remove_done_callback(self._rouse)
+        return self.messages.popleft()
 
 
 class BadRequest(Exception):
@@ -173,9 +216,16 @@ class HttpConnection:
         self._upgraded = False          # an Upgrade request: nothing after it is parsed; closed after the answer
         self.close_after = False        # the current reply ends the connection
         self._chunked = False           # the current SSE stream is sent in chunks (HTTP/1.1)
+        self._head_bytes = 0            # bytes read while the newest request's head is unfinished
+        self._refusal: BadRequest | None = None   # what the connection's next unparsable request gets
 
     async def _feed(self) -> bool:
-        """Read once more and parse it; False at end of input."""
+        """Read once more and parse it; False at end of input. A malformed request after complete ones is
+        refused once those are answered (`_refusal`)."""
+        if self._refusal is not None:
+            if any(request.complete for request in self._parse.requests):
+                return True
+            raise self._refusal
         data = await self.reader.read(READ_CHUNK)
         if not data:
             return False
@@ -183,15 +233,33 @@ class HttpConnection:
             return True
         try:
             self._parse.parser.feed_data(data)
+            self._bound_head(len(data))
         except httptools.HttpParserUpgrade:
             self._upgraded = True
-        except httptools.HttpParserCallbackError as exc:
-            if self._parse.head_too_large:
-                raise BadRequest(431, "request header fields too large") from exc
-            raise BadRequest(400, f"malformed request: {exc.__context__ or exc}") from exc
-        except httptools.HttpParserError as exc:
-            raise BadRequest(400, f"malformed request: {exc}") from exc
+        except (httptools.HttpParserError, BadRequest) as exc:
+            if isinstance(exc, BadRequest):
+                self._refusal = exc
+            elif self._parse.head_too_large:
+                self._refusal = BadRequest(431, "request header fields too large")
+            else:
+                self._refusal = BadRequest(400, f"malformed request: {exc.__context__ or exc}")
+            requests = self._parse.requests
+            complete = [request for request in requests if request.complete]
+            requests.clear()
+            requests.extend(complete)
+            return await self._feed()
         return True
+
+    def _bound_head(self, fed: int) -> None:
+        """llhttp hands a header over only once its line ends: bound the bytes of a head still unfinished
+        (one read of an earlier request's body may be counted with them)."""
+        requests = self._parse.requests
+        if requests and not requests[-1].head_done:
+            self._head_bytes += fed
+            if self._head_bytes > self._parse.max_head + READ_CHUNK:
+                raise BadRequest(431, "request header fields too large")
+        else:
+            self._head_bytes = 0
 
     async def next_request(self, head_timeout_s: float) -> Request | None:
         """The next request with its head parsed (None: the client closed the connection). Waiting for a first
@@ -219,6 +287,20 @@ class HttpConnection:
                     if not await self._feed():
                         raise ConnectionError("client went away mid-request")
         return None if request.too_large else b"".join(request.body)
+
+    async def close(self) -> None:
+        """End the connection; lingering first if the client may still be sending what was not read."""
+        try:
+            if self._refusal is not None or any(not request.complete for request in self._parse.requests):
+                with contextlib.suppress(ConnectionError, TimeoutError, OSError, RuntimeError):
+                    if self.writer.can_write_eof():
+                        self.writer.write_eof()
+                    async with asyncio.timeout(LINGER_S):
+                        discarded = 0
+                        while discarded < LINGER_BYTES and (data := await self.reader.read(READ_CHUNK)):
+                            discarded += len(data)
+        finally:
+            self.writer.close()
 
     def done(self, request: Request) -> bool:
         """The request is answered: True when the connection may carry the next one."""
