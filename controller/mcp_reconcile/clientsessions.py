@@ -4,8 +4,10 @@ A session is one client: its capabilities, the version it was told, its GET stre
 level. Messages tied to no request go to the sessions that want them (`wants`): `resources/updated` to that
 URI's subscribers, a log message to the sessions that asked for its level, everything else (list_changed) to
 all. Once a session has opened its GET stream, each such message gets an event id and is kept (bounded), so a
-client whose stream dropped resumes with Last-Event-ID. Sessions are persisted through sessionbook.py and so
-outlive the runner that opened them. Stdlib only: the runner imports this.
+client whose stream dropped resumes with Last-Event-ID. A POST's SSE stream is numbered too and kept until
+its client has read the answer: a client whose POST stream dropped resumes it with GET and Last-Event-ID
+(Streamable HTTP resumability of the handshake era; 2026-07-28 has none). Sessions are persisted through
+sessionbook.py and so outlive the runner that opened them. Stdlib only: the runner imports this.
 """
 
 from __future__ import annotations
@@ -26,11 +28,58 @@ LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert"
 # How long after its GET stream dropped a session's messages are still kept for a resume; after that (a client
 # gone for good) nothing is kept for it, so sessions that never come back cost no memory.
 RESUME_WINDOW_S = 300.0
+# POST streams a session keeps for a resume at most (the oldest answered one goes first).
+MAX_POST_STREAMS = 64
 # Event ids name the runner that numbered them: a Last-Event-ID from an earlier runner matches none here.
 _EPOCH = os.urandom(4).hex()
 
 Sink = Callable[[dict[str, Any]], None]
 Placer = Callable[[dict[str, Any], str | None], str | None]
+
+
+@dataclass
+class PostStream:
+    """One POST's SSE stream, every event kept until the client has read the answer (`done`, then dropped)."""
+
+    key: str
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    done: bool = False                   # the answer is the last event
+    done_at: float | None = None
+    listener: Stream | None = None       # the GET that resumed it, reading it live
+
+    def add(self, message: dict[str, Any], *, answer: bool = False) -> str:
+        event_id = f"{self.key}-{len(self.events) + 1}"
+        self.events.append((event_id, message))
+        if answer:
+            self.done, self.done_at = True, time.monotonic()
+        if self.listener is not None:
+            self.listener.put(message, event_id)
+            if answer:
+                self.listener.end()
+        return event_id
+
+    def after(self, event_id: str) -> list[tuple[str, dict[str, Any]]]:
+        ids = [known for known, _ in self.events]
+        return self.events[ids.index(event_id) + 1:] if event_id in ids else []
+
+
+class PostRecord:
+    """Numbers a POST stream's events and keeps them for a resume; the session's PostStream is opened at the
+    first event only, so a call the server says nothing about keeps nothing."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.stream: PostStream | None = None
+
+    def __call__(self, message: dict[str, Any], answer: bool) -> str:
+        if self.stream is None:
+            self.stream = self.session.open_post_stream()
+        return self.stream.add(message, answer=answer)
+
+    def delivered(self) -> None:
+        """The client has read the answer: nothing more to keep."""
+        if self.stream is not None:
+            self.session.post_streams.pop(self.stream.key, None)
 
 
 @dataclass
@@ -46,6 +95,27 @@ class Session:
     history: deque[tuple[str, dict[str, Any]]] | None = None   # GET-stream messages by event id, once streamed
     sent: int = 0
     stream_closed_at: float | None = None   # monotonic time its last GET stream ended (None: open, or never)
+    post_streams: dict[str, PostStream] = field(default_factory=dict)   # POST streams not read to the answer
+    posts: int = 0
+
+    def open_post_stream(self) -> PostStream:
+        """A POST's SSE stream, resumable until its answer is read (or RESUME_WINDOW_S after it came)."""
+        now = time.monotonic()
+        for key, kept in list(self.post_streams.items()):
+            if kept.done_at is not None and now - kept.done_at > RESUME_WINDOW_S:
+                del self.post_streams[key]
+        if len(self.post_streams) >= MAX_POST_STREAMS:
+            oldest = next((key for key, kept in self.post_streams.items() if kept.done), None)
+            del self.post_streams[oldest or next(iter(self.post_streams))]
+        self.posts += 1
+        stream = PostStream(f"{_EPOCH}-p{self.posts}")
+        self.post_streams[stream.key] = stream
+        return stream
+
+    def post_stream_of(self, last_event_id: str) -> PostStream | None:
+        """The POST stream an event id of it names (None: a GET-stream id, or one not kept)."""
+        key = last_event_id.rpartition("-")[0]
+        return self.post_streams.get(key)
 
     def open_stream(self, last_event_id: str | None) -> Stream:
         """A new GET stream (replacing an older one), starting after `last_event_id` when the session has it."""

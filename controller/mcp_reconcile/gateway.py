@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcp_reconcile import eras, httpio, mrtr
-from mcp_reconcile.clientsessions import LOG_LEVELS, Session, SessionTable
+from mcp_reconcile.clientsessions import LOG_LEVELS, PostRecord, PostStream, Session, SessionTable
 from mcp_reconcile.endpointstats import EndpointStats
-from mcp_reconcile.httpio import Reply
+from mcp_reconcile.httpio import Reply, Stream
 from mcp_reconcile.isolation import SessionGone, SessionLimit, SessionServers
 from mcp_reconcile.serverlink import ServerExited, ServerLink, ServerUnavailable
 from mcp_reconcile.sessionbook import SessionBook
@@ -416,7 +416,8 @@ class Gateway:
         except ServerUnavailable as exc:
             return httpio.error_reply(503, call.message.get("id"), SERVER_UNAVAILABLE,
                                       f"MCP server unavailable: {exc}", [("Retry-After", "1")])
-        out = httpio.SseOut(conn) if call.wants_stream else None
+        record = PostRecord(call.session) if call.session is not None and not call.modern else None
+        out = httpio.SseOut(conn, record) if call.wants_stream else None
         asked: list[dict[str, Any]] = []
         try:
             for _round in range(mrtr.MAX_ROUNDS + 1):
@@ -434,9 +435,11 @@ class Gateway:
                 response = httpio.error_reply(200, call.message.get("id"), INVALID_REQUEST,
                                               f"the server asked for input {mrtr.MAX_ROUNDS} times in a row")
             reply = self._response_reply(call, method, answer_as, response)
-            if out is None or not out.started:
+            if out is None or not (out.started or out.broken):
                 return reply   # nothing else to send: plain JSON, as if no stream had been offered
             await out.finish(json.loads(reply.body))
+            if record is not None:
+                record.delivered()
             return None
         finally:
             self._asked.forget(asked)
@@ -564,7 +567,11 @@ class Gateway:
         session = self._sessions.get(session_id)
         if session is None:
             return Reply(404, b"session not found\n")
-        stream = session.open_stream(headers.get("last-event-id"))   # one per session: the newer one replaces it
+        last_event_id = headers.get("last-event-id")
+        post = session.post_stream_of(last_event_id) if last_event_id else None
+        if post is not None and last_event_id is not None:
+            return await self._resume_post(conn, session, post, last_event_id)
+        stream = session.open_stream(last_event_id)   # one per session: the newer one replaces it
         await conn.start_stream([("Mcp-Session-Id", session_id)])
         gone = asyncio.ensure_future(conn.reader.read(1))   # EOF (or anything) from the client ends the stream
         try:
@@ -584,6 +591,29 @@ class Gateway:
                 session.stream = None
                 session.stream_closed_at = time.monotonic()
         raise ConnectionError("stream ended")   # an SSE stream is never reused for another request
+
+    async def _resume_post(self, conn: httpio.HttpConnection, session: Session, post: PostStream,
+                           last_event_id: str) -> Reply | None:
+        """The rest of a POST's SSE stream whose connection dropped: what followed `last_event_id`, then live
+        until the answer, which ends it (and the session keeps nothing more of it)."""
+        if post.listener is not None:
+            post.listener.end()
+        stream = post.listener = Stream()
+        for event_id, message in post.after(last_event_id):
+            stream.put(message, event_id)
+        if post.done:
+            stream.end()
+        try:
+            await conn.start_stream([])
+            while (item := await stream.queue.get())[0] is not None:
+                await conn.stream_event(item[1], item[0])
+            await conn.end_stream()
+        finally:
+            if post.listener is stream:
+                post.listener = None
+        if post.done:
+            session.post_streams.pop(post.key, None)
+        return None
 
     def hook_session_link(self, session_id: str, link: ServerLink) -> None:
         """What an isolated session's server sends on its own goes to that session only."""

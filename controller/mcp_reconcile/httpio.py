@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -354,18 +355,34 @@ class HttpConnection:
 
 
 class SseOut:
-    """A POST's answer as an SSE stream, started by its first event; `finish` sends the response and ends it."""
+    """A POST's answer as an SSE stream, started by its first event; `finish` sends the response and ends it.
 
-    def __init__(self, conn: HttpConnection) -> None:
+    With `record` (a handshake-era session's POST; clientsessions.PostRecord), each event gets an id and is
+    kept: when the client's connection drops, the rest is still recorded (not sent) and the client resumes
+    with GET + Last-Event-ID. Without it, a dropped connection raises ConnectionError at once."""
+
+    def __init__(self, conn: HttpConnection, record: Callable[[dict[str, Any], bool], str] | None = None) -> None:
         self.conn = conn
+        self.record = record
         self.started = False
+        self.broken = False   # the client went away mid-stream; what follows waits for its resume
 
-    async def event(self, message: dict[str, Any]) -> None:
-        if not self.started:
-            await self.conn.start_stream([])
-            self.started = True
-        await self.conn.stream_event(message)
+    async def event(self, message: dict[str, Any], *, answer: bool = False) -> None:
+        event_id = self.record(message, answer) if self.record is not None else None
+        if self.broken:
+            return
+        try:
+            if not self.started:
+                await self.conn.start_stream([])
+                self.started = True
+            await self.conn.stream_event(message, event_id)
+        except ConnectionError:
+            if self.record is None:
+                raise
+            self.broken = True
 
     async def finish(self, message: dict[str, Any]) -> None:
-        await self.event(message)
+        await self.event(message, answer=True)
+        if self.broken:
+            raise ConnectionError("the client went away; its answer waits for a resume (Last-Event-ID)")
         await self.conn.end_stream()

@@ -273,16 +273,18 @@ async def _wrk_session(endpoint: str) -> RawHttp:
     return connection
 
 
-def via_wrk(endpoint: str, clients: int, script: Path) -> WrkRun:
+def via_wrk(endpoint: str, clients: int, script: Path, *, accept: str = HEADERS["Accept"]) -> WrkRun:
     """wrk POSTing tools/call on one session (initialized first, DELETEd after); one thread, like the Python
-    clients, since the endpoint and the server need the box's other core."""
+    clients, since the endpoint and the server need the box's other core. `accept` "application/json" alone
+    measures what offering SSE costs a call that produces no notification (it should cost nothing)."""
     assert WRK is not None
     loop = asyncio.new_event_loop()
     try:
         connection = loop.run_until_complete(_wrk_session(endpoint))
         try:
             headers = "".join(f'wrk.headers["{k}"] = "{v}"\n'
-                              for k, v in {**HEADERS, "Mcp-Session-Id": connection.session}.items())
+                              for k, v in {**HEADERS, "Accept": accept,
+                                         "Mcp-Session-Id": connection.session}.items())
             script.write_text(f'wrk.method = "POST"\n{headers}{_WRK_SCRIPT % json.dumps(ECHO)}')
             done = subprocess.run([WRK, "-t1", f"-c{clients}", f"-d{WRK_DURATION_S}s", "--latency", "-s",
                                    str(script), endpoint], capture_output=True, text=True, timeout=WRK_TIMEOUT_S,

@@ -117,12 +117,18 @@ def _measure(endpoint: str, pid: int, clients: int) -> Measured:
 
 def _wrk_rounds(endpoints: dict[str, str], clients: int, scripts: Path) -> dict[str, tuple[load.WrkRun, ...]]:
     """WRK_ROUNDS short wrk runs per endpoint, the endpoints taking turns: on a shared, noisy box a burst of
-    load elsewhere then hits every endpoint about alike, and the median round is the figure."""
+    load elsewhere then hits every endpoint about alike, and the median round is the figure. An endpoint named
+    "NAME json" is NAME's, called with `Accept: application/json` only (no SSE offered)."""
     runs: dict[str, list[load.WrkRun]] = {name: [] for name in endpoints}
     for _ in range(WRK_ROUNDS if load.WRK else 0):
         for name, endpoint in endpoints.items():
-            runs[name].append(load.via_wrk(endpoint, clients, scripts / f"{name}.lua"))
+            accept = {"accept": "application/json"} if name.endswith(" json") else {}
+            runs[name].append(load.via_wrk(endpoint, clients, scripts / f"{name.replace(' ', '-')}.lua", **accept))
     return {name: tuple(found) for name, found in runs.items()}
+
+
+def _median(runs: tuple[load.WrkRun, ...]) -> load.WrkRun:
+    return sorted(runs, key=lambda run: run.rps)[len(runs) // 2]
 
 
 def _line(name: str, m: Measured, direct: load.Load) -> str:
@@ -142,8 +148,8 @@ def test_forwarded_tools_call_runner_vs_supergateway_vs_floor(served: Served, su
     runner = _measure(served.endpoint, served.run["runner_pid"], clients)
     peer = _measure(supergateway.endpoint, supergateway.pid, clients)
     base = _measure(floor.endpoint, floor.pid, clients)
-    wrks = _wrk_rounds({"runner": served.endpoint, "supergateway": supergateway.endpoint, "floor": floor.endpoint},
-                       clients, tmp_path)
+    wrks = _wrk_rounds({"runner": served.endpoint, "runner json": served.endpoint,
+                        "supergateway": supergateway.endpoint, "floor": floor.endpoint}, clients, tmp_path)
     runner, peer, base = (replace(runner, wrks=wrks["runner"]), replace(peer, wrks=wrks["supergateway"]),
                           replace(base, wrks=wrks["floor"]))
     assert _server_processes(served.run) == processes, "the runner spawned server processes per session"
@@ -156,6 +162,10 @@ def test_forwarded_tools_call_runner_vs_supergateway_vs_floor(served: Served, su
         ratios.append(f"{runner.wrk.rps / peer.wrk.rps:.2f}x (wrk)")
     ratios.append(f"p50 {benchlib.fmt_s(over_floor)} over the floor (supergateway "
                   f"{benchlib.fmt_s(peer.raw.p50 - base.raw.p50)})")
+    if wrks["runner json"]:   # SPEC: a request that produces no notification pays nothing for SSE
+        json_only = _median(wrks["runner json"])
+        ratios.append(f"offering SSE: {runner.wrk.rps / json_only.rps:.2f}x the req/s of JSON only, p50 "
+                      f"{benchlib.fmt_s(runner.wrk.p50)} vs {benchlib.fmt_s(json_only.p50)}" if runner.wrk else "")
     by = "wrk" if runner.wrk and peer.wrk else "the minimal client"
     if clients == max(load.REQUESTS):   # SPEC's throughput figures are at 32 clients
         target = (f">= {THROUGHPUT_TIMES:g}x supergateway's req/s by {by}: {runner.rps / peer.rps:.2f}x: "
@@ -177,6 +187,9 @@ def test_forwarded_tools_call_runner_vs_supergateway_vs_floor(served: Served, su
         ratio="; ".join(ratios),
         target=target,
         notes=[_line("runner", runner, direct), _line("supergateway", peer, direct), _line("floor", base, direct),
+               f"p50 decomposed: the floor (one HTTP hop) {benchlib.fmt_s(base.raw.p50)} + direct stdio (the pipe "
+               f"round trip to the server) {benchlib.fmt_s(direct.p50)} + the runner's own "
+               f"{benchlib.fmt_s(runner.raw.p50 - base.raw.p50 - direct.p50)}",
                f"direct stdio: p50 {benchlib.fmt_s(direct.p50)} (p95 {benchlib.fmt_s(direct.p95)}), "
                f"{direct.rps:,.0f} req/s",
                "wrk: " + (f"-t1 -c{clients} -d{load.WRK_DURATION_S}s, one session per endpoint, {WRK_ROUNDS} rounds "

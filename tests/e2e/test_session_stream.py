@@ -1,4 +1,5 @@
-"""The session's GET stream behind a real runner: resumable with Last-Event-ID, and logs only where asked.
+"""The session's GET stream behind a real runner: resumable with Last-Event-ID, and logs only where asked;
+and a POST's own SSE stream, dropped mid-call, resumed with GET + Last-Event-ID up to its answer.
 
 A client whose stream dropped reconnects with the last event id it saw and gets what it missed, in order; a
 client that reconnects without one starts fresh. A log message tied to no request reaches the sessions that
@@ -99,3 +100,48 @@ def test_unrelated_log_messages_reach_only_sessions_that_asked_for_their_level(r
 
     heard_warned, _ = asyncio.run(both())
     assert [m["params"]["data"] for _, m in heard_warned] == ["for warned"]
+
+
+# --- a POST's own SSE stream, dropped mid-call --------------------------------------------------------------
+
+def _first_event_then_drop(runner: Runner, session: str, gate: str) -> tuple[str, dict[str, Any]]:
+    """POST a call that reports progress 1/2 and then waits on `gate`; read that first event and hang up."""
+    call = rpc("tools/call", 7, {"name": "progress_gated", "arguments": {"label": "long", "gate": gate},
+                                 "_meta": {"progressToken": "mine"}})
+    headers = {"Accept": "application/json, text/event-stream", "Mcp-Session-Id": session}
+    with httpx.Client(timeout=WAIT_S) as http, http.stream("POST", runner.url, json=call, headers=headers) as reply:
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        event_id = None
+        for line in reply.iter_lines():
+            if line.startswith("id: "):
+                event_id = line[4:]
+            elif line.startswith("data: "):
+                assert event_id is not None, "a handshake-era session's POST stream numbers its events"
+                return event_id, json.loads(line[6:])
+    raise AssertionError("the POST stream ended before its first event")
+
+
+def test_a_post_stream_dropped_mid_call_resumes_with_last_event_id_up_to_the_answer(runners: Runners) -> None:
+    runner = runners.start(fault_server("traffic"))
+    session = initialize(runner).headers["mcp-session-id"]
+    last_id, first = _first_event_then_drop(runner, session, "g1")
+    assert first["params"]["message"] == "long before" and first["params"]["progressToken"] == "mine"
+
+    rest = asyncio.run(_events(runner, session, 2, last_event_id=last_id,
+                               then=lambda: _call(runner, session, "open_gate", gate="g1")))
+    progress, answer = (message for _, message in rest)
+    assert progress["params"]["message"] == "long after" and progress["params"]["progressToken"] == "mine"
+    assert answer["id"] == 7 and answer["result"]["content"][0]["text"] == "long done"
+    assert all(event_id and event_id != last_id for event_id, _ in rest)
+
+    # the answer was read: the session keeps nothing of that stream, and the id now names nothing to replay
+    assert asyncio.run(_events(runner, session, 0, last_event_id=last_id)) == []
+
+
+def test_a_post_stream_whose_answer_came_while_the_client_was_away_replays_it_whole(runners: Runners) -> None:
+    runner = runners.start(fault_server("traffic"))
+    session = initialize(runner).headers["mcp-session-id"]
+    last_id, _ = _first_event_then_drop(runner, session, "g2")
+    _call(runner, session, "open_gate", gate="g2")   # the call finishes while no one reads its stream
+    rest = asyncio.run(_events(runner, session, 2, last_event_id=last_id))
+    assert [message.get("id", message.get("method")) for _, message in rest] == ["notifications/progress", 7]
