@@ -452,7 +452,8 @@ class Gateway:
         capabilities = {} if call.modern else call.session.capabilities if call.session else {}
         try:
             pending = await link.start(message, timeout_s=self.request_timeout_s, scope=call.session_id,
-                                       sink=relay.put if relay else None, capabilities=capabilities)
+                                       sink=relay.put if relay else None, capabilities=capabilities,
+                                       on_done=relay.rouse if relay else None)
         except ServerUnavailable as exc:
             return httpio.error_reply(503, call.message.get("id"), SERVER_UNAVAILABLE,
                                       f"MCP server unavailable: {exc}", [("Retry-After", "1")])

@@ -113,9 +113,10 @@ class Interim:
         if len(self.messages) >= MAX_STREAM_BACKLOG:
             self.messages.popleft()
         self.messages.append(message)
-        self._rouse()
+        self.rouse()
 
-    def _rouse(self, _: object = None) -> None:
+    def rouse(self) -> None:
+        """Wake `next` (a message came, or the answer: ServerLink calls this as it resolves the request)."""
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
 
@@ -125,11 +126,7 @@ class Interim:
             if answered.done():
                 return None
             self._wake = answered.get_loop().create_future()
-            answered.add_done_callback(self._rouse)
-            try:
-                await self._wake
-            finally:
-                answered.remove_done_callback(self._rouse)
+            await self._wake
         return self.messages.popleft()
 
 

@@ -76,6 +76,17 @@ class Pending:
     timeout_s: float = 0.0
     method: str = ""
     runner_id: int = 0
+    on_done: Callable[[], None] | None = None   # told as soon as `future` is resolved
+
+    def resolve(self, result: dict[str, Any] | None = None, error: BaseException | None = None) -> None:
+        if self.future.done():
+            return
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(result or {})
+        if self.on_done is not None:
+            self.on_done()
 
 
 @dataclass(frozen=True)
@@ -117,16 +128,19 @@ class ServerLink:
         return await self.finish(pending)
 
     async def start(self, message: dict[str, Any], *, timeout_s: float, scope: str | None = None,
-                    sink: Sink | None = None, capabilities: dict[str, Any] | None = None) -> Pending:
+                    sink: Sink | None = None, capabilities: dict[str, Any] | None = None,
+                    on_done: Callable[[], None] | None = None) -> Pending:
         """The first half of `request`: the message is on its way; `finish` waits for its answer. Split so the
-        gateway can stream what the server says meanwhile without a task per request."""
+        gateway can stream what the server says meanwhile without a task per request. `on_done` is called as the
+        request's future is resolved (answer, timeout or exit): a waiter woken there takes no extra loop turn."""
         if self.closed:
             raise ServerUnavailable("server is not running")
         loop = asyncio.get_running_loop()
         self._next_id += 1
         runner_id = self._next_id
         pending = Pending(loop.create_future(), message.get("id"), scope, sink, capabilities or {},
-                          timeout_s=timeout_s, method=str(message.get("method")), runner_id=runner_id)
+                          timeout_s=timeout_s, method=str(message.get("method")), runner_id=runner_id,
+                          on_done=on_done)
         message = self._with_progress_token(message, pending, runner_id)
         self._pending[runner_id] = pending
         self._idle.clear()
@@ -169,8 +183,7 @@ class ServerLink:
             pending.future.cancel()
 
     def _expire(self, pending: Pending) -> None:
-        if not pending.future.done():
-            pending.future.set_exception(TimeoutError())
+        pending.resolve(error=TimeoutError())
 
     def _settle(self, pending: Pending) -> None:
         """The request needs nothing more: its timer and its place among the pending go."""
@@ -275,8 +288,8 @@ class ServerLink:
             return
         runner_id = message.get("id")
         pending = self._pending.get(runner_id) if isinstance(runner_id, int) else None
-        if pending is not None and not pending.future.done():
-            pending.future.set_result(message)
+        if pending is not None:
+            pending.resolve(message)
 
     def _route_notification(self, message: dict[str, Any], method: str) -> None:
         params = message.get("params") if isinstance(message.get("params"), dict) else {}
@@ -344,7 +357,6 @@ class ServerLink:
         """Stop forwarding: every waiting request fails with ServerUnavailable."""
         self.closed = True
         for pending in self._pending.values():
-            if not pending.future.done():
-                pending.future.set_exception(ServerExited("server exited"))
+            pending.resolve(error=ServerExited("server exited"))
         self._pending.clear()
         self._idle.set()
