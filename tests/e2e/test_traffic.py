@@ -18,6 +18,8 @@ Every wait is on an event (a callback, a progress report, the GET stream's respo
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import subprocess
 import sys
@@ -548,3 +550,73 @@ def test_a_log_line_written_while_handling_a_clients_subscribe_reaches_it_withou
         native = anyio.run(acknowledgement, native_server.url)
         assert native == [f"Received Subscribe Resource request for URI: {WATCHED_URI}"]
         assert anyio.run(acknowledgement, url) == native
+
+
+# --- a POST stream cut mid-call: the SDK client resumes it ------------------------------------------------------
+
+class CuttingProxy:
+    """A loopback TCP proxy in front of a runner that cuts the first connection that carries an SSE event, right
+    after it (a dropped network path, not a runner fault). The Host header is
+    rewritten to the runner's, whose DNS-rebinding check would refuse the proxy's port."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.cut = anyio.Event()
+
+    async def start(self) -> asyncio.Server:
+        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        return server
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        ours, theirs = f"127.0.0.1:{self.port}".encode(), f"127.0.0.1:{self.target_port}".encode()
+
+        async def upstream() -> None:
+            while data := await client_reader.read(65536):
+                writer.write(data.replace(b"Host: " + ours, b"Host: " + theirs).replace(
+                    b"host: " + ours, b"host: " + theirs))
+                await writer.drain()
+
+        async def downstream() -> None:
+            while data := await reader.read(65536):
+                client_writer.write(data)
+                await client_writer.drain()
+                if not self.cut.is_set() and b"event: message" in data:   # a stream's first event (one write)
+                    self.cut.set()
+                    return   # hang up on both sides mid-stream
+
+        tasks = [asyncio.ensure_future(upstream()), asyncio.ensure_future(downstream())]
+        with contextlib.suppress(ConnectionError):
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        client_writer.close()
+        writer.close()
+
+
+def test_an_sdk_client_whose_post_stream_is_cut_mid_call_resumes_it_and_gets_the_answer(tmp_path: Path) -> None:
+    alice, opener = Client("alice"), Client("opener", capable=False)
+
+    async def scenario() -> None:
+        proxy = CuttingProxy(int(url.rsplit(":", 1)[1].split("/")[0]))
+        server = await proxy.start()
+        try:
+            async with connect(f"http://127.0.0.1:{proxy.port}/mcp", alice) as session, \
+                    connect(url, opener) as other:
+                progress = Progress()
+                call = asyncio.ensure_future(session.call_tool(
+                    "progress_gated", {"label": "cut", "gate": "resume"}, progress_callback=progress))
+                with anyio.fail_after(WAIT_S):
+                    await proxy.cut.wait()   # the client saw "cut before" and then lost the connection
+                assert text_of(await other.call_tool("open_gate", {"gate": "resume"})) == "opened resume"
+                with anyio.fail_after(WAIT_S):
+                    result = await call
+                assert text_of(result) == "cut done"
+                assert progress.reports == [(1, 2, "cut before"), (2, 2, "cut after")]
+        finally:
+            server.close()
+
+    with runner_endpoint(TRAFFIC, tmp_path) as url:
+        run(scenario)
