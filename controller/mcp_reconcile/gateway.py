@@ -23,24 +23,16 @@ import re
 import socket
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Any
 
-from mcp_reconcile import eras, httpio, mrtr
-from mcp_reconcile.clientsessions import LOG_LEVELS, PostRecord, PostStream, Session, SessionTable
+from mcp_reconcile import calls, eras, httpio, mrtr
+from mcp_reconcile.calls import INVALID_REQUEST, PARSE_ERROR, REQUEST_TIMED_OUT, SERVER_UNAVAILABLE, Call
+from mcp_reconcile.clientsessions import PostRecord, PostStream, Session, SessionTable
 from mcp_reconcile.endpointstats import EndpointStats
 from mcp_reconcile.httpio import Reply, Stream
 from mcp_reconcile.isolation import SessionGone, SessionLimit, SessionServers
 from mcp_reconcile.serverlink import ServerExited, ServerLink, ServerUnavailable
 from mcp_reconcile.sessionbook import SessionBook
-
-# JSON-RPC error codes used here.
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-SERVER_UNAVAILABLE = -32000   # the server process is gone or restarting (HTTP 503)
-REQUEST_TIMED_OUT = -32001    # the server did not answer in time (HTTP 504)
-HEADER_MISMATCH = -32020      # 2026-07-28: an HTTP header contradicts the body
-UNSUPPORTED_VERSION = -32022  # 2026-07-28: the request names a protocol version not served here
 
 # How long a forwarded request may wait for the server's answer (each progress report restarts it).
 REQUEST_TIMEOUT_S = 300.0
@@ -59,23 +51,6 @@ HEADER_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 30.0
 
 _LOOPBACK_ORIGIN = re.compile(r"http://(127\.0\.0\.1|localhost)(:\d{1,5})?")
-
-
-@dataclass
-class Call:
-    """One POSTed JSON-RPC message, classified."""
-
-    message: dict[str, Any]
-    session_id: str | None
-    session: Session | None
-    modern: bool          # a 2026-07-28 client (the `_meta` envelope, no session)
-    wants_stream: bool    # the client accepts text/event-stream
-
-
-def _is_error(body: bytes) -> bool:
-    """A JSON-RPC error answer: its top-level "error" comes before any "result" (no parse of large results)."""
-    error, result = body.find(b'"error":'), body.find(b'"result":')
-    return error != -1 and (result == -1 or error < result)
 
 
 class Gateway:
@@ -269,7 +244,7 @@ class Gateway:
             return httpio.error_reply(400, None, INVALID_REQUEST, "JSON-RPC batches are not supported")
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
             return httpio.error_reply(400, None, INVALID_REQUEST, "not a JSON-RPC 2.0 message")
-        call_or_refusal = self._classify(message, headers)
+        call_or_refusal = calls.classify(message, headers, era=self.era, sessions=self._sessions)
         if isinstance(call_or_refusal, Reply):
             return call_or_refusal
         call = call_or_refusal
@@ -286,43 +261,10 @@ class Gateway:
         failed = True
         try:
             reply = await self._request(conn, call, method)
-            failed = reply is not None and (reply.status >= 400 or _is_error(reply.body))
+            failed = reply is not None and (reply.status >= 400 or calls.is_error(reply.body))
             return reply
         finally:
             self.stats.record(asyncio.get_running_loop().time() - started, error=failed)
-
-    def _classify(self, message: dict[str, Any], headers: dict[str, str]) -> Call | Reply:
-        """Which era's client sent this, in which session; or the refusal that era's HTTP rules ask for."""
-        wants_stream = "text/event-stream" in headers.get("accept", "")
-        version_header = headers.get("mcp-protocol-version")
-        session_id = headers.get("mcp-session-id")
-        if message.get("method") == "initialize" and version_header != eras.MODERN_PROTOCOL_VERSION:
-            return Call(message, None, None, modern=False, wants_stream=wants_stream)
-        if session_id is not None:
-            session = self._sessions.get(session_id)
-            if session is None:
-                return httpio.error_reply(404, message.get("id"), INVALID_REQUEST, "Session not found")
-            if version_header is not None and version_header not in eras.HANDSHAKE_PROTOCOL_VERSIONS:
-                return httpio.error_reply(400, message.get("id"), INVALID_REQUEST,
-                                    f"Bad Request: unsupported MCP-Protocol-Version {version_header!r}")
-            return Call(message, session_id, session, modern=False, wants_stream=wants_stream)
-        if version_header == eras.MODERN_PROTOCOL_VERSION or eras.modern_version_of(message) is not None:
-            if isinstance(message.get("method"), str) and "id" in message:
-                refusal = eras.modern_refusal(message, headers)
-                if refusal is not None:
-                    return httpio.error_reply(refusal.status, message.get("id"), refusal.code, refusal.message,
-                                        data=refusal.data)
-            return Call(message, None, None, modern=True, wants_stream=wants_stream)
-        if version_header is not None and version_header not in (*eras.HANDSHAKE_PROTOCOL_VERSIONS,
-                                                                 eras.MODERN_PROTOCOL_VERSION):
-            return httpio.error_reply(400, message.get("id"), INVALID_REQUEST,
-                                f"Bad Request: unsupported MCP-Protocol-Version {version_header!r}")
-        if self.era == "handshake" and not (message.get("method") == "server/discover" or "method" not in message):
-            return httpio.error_reply(400, message.get("id"), INVALID_REQUEST,
-                                "Bad Request: Mcp-Session-Id header is required (initialize first)")
-        # a stateless server judges an envelope-less message itself; a discover probe is a modern client's
-        return Call(message, None, None, modern=self.era == "stateless" or message.get("method") == "server/discover",
-                    wants_stream=wants_stream)
 
     async def _initialize(self, message: dict[str, Any]) -> Reply:
         """Answer from the server's own result (or one built from its discover answer); a new session.
@@ -408,7 +350,7 @@ class Gateway:
     async def _request(self, conn: httpio.HttpConnection, call: Call, method: str) -> Reply | None:
         """Forward (translated for the client's era); stream what the server says meanwhile, then answer.
         A 2026-07-28 server's questions (input_required) are asked of a handshake-era client here (mrtr.py)."""
-        message, answer_as = self._translate_in(call, method)
+        message, answer_as = calls.translate_in(call, method, era=self.era, serves_modern=self.serves_modern)
         try:
             link = await self._link_for(call)
         except SessionGone:
@@ -434,7 +376,9 @@ class Gateway:
             else:
                 response = httpio.error_reply(200, call.message.get("id"), INVALID_REQUEST,
                                               f"the server asked for input {mrtr.MAX_ROUNDS} times in a row")
-            reply = self._response_reply(call, method, answer_as, response)
+            if isinstance(response, dict) and "error" not in response:
+                calls.remember(call, method)
+            reply = calls.answer(call, method, answer_as, response, initialize_result=self.initialize_result)
             if out is None or not (out.started or out.broken):
                 return reply   # nothing else to send: plain JSON, as if no stream had been offered
             await out.finish(json.loads(reply.body))
@@ -497,25 +441,6 @@ class Gateway:
                 return {}, {"jsonrpc": "2.0", "id": call.message.get("id"), "error": answer["error"]}
         return {key: answer.get("result") for key, answer in answers.items()}, None
 
-    def _translate_in(self, call: Call, method: str) -> tuple[dict[str, Any], str]:
-        """The message as the server's era wants it, and how to treat the answer ("as is", "pong",
-        "discover", "modern")."""
-        message = call.message
-        if self.era == "handshake":
-            if method == "server/discover":   # a handshake-only server refuses it itself, as it would natively
-                if not self.serves_modern:
-                    return message, "as is"
-                return {"jsonrpc": "2.0", "id": message["id"], "method": "ping"}, "discover"
-            if call.modern:
-                return eras.without_envelope(message), "modern"
-            return message, "as is"
-        if method == "ping" and not call.modern:   # removed in 2026-07-28: ask the server to discover instead
-            return eras.with_envelope({"jsonrpc": "2.0", "id": message["id"], "method": "server/discover"},
-                                      call.session.capabilities if call.session else {}), "pong"
-        if not call.modern:
-            return eras.with_envelope(message, call.session.capabilities if call.session else {}), "as is"
-        return message, "as is"
-
     async def _outcome(self, forwarded: Awaitable[dict[str, Any]], call: Call) -> dict[str, Any] | Reply:
         request_id = call.message.get("id")
         try:
@@ -530,32 +455,6 @@ class Gateway:
         except TimeoutError:
             return httpio.error_reply(504, request_id, REQUEST_TIMED_OUT,
                                 f"MCP server did not answer within {self.request_timeout_s:g} s")
-
-    def _response_reply(self, call: Call, method: str, answer_as: str, response: dict[str, Any] | Reply) -> Reply:
-        if isinstance(response, Reply):
-            return response
-        if "error" not in response:
-            if answer_as == "pong":
-                response = {"jsonrpc": "2.0", "id": response.get("id"), "result": {}}
-            elif answer_as == "discover":
-                response = {"jsonrpc": "2.0", "id": response.get("id"),
-                            "result": eras.discover_from_initialize(self.initialize_result or {})}
-            elif answer_as == "modern":
-                response = eras.as_modern_result(method, response)
-            if method == "resources/subscribe" and call.session is not None:
-                call.session.subscriptions.add(str((call.message.get("params") or {}).get("uri")))
-            elif method == "resources/unsubscribe" and call.session is not None:
-                call.session.subscriptions.discard(str((call.message.get("params") or {}).get("uri")))
-            elif method == "logging/setLevel" and call.session is not None:
-                level = (call.message.get("params") or {}).get("level")
-                call.session.log_level = level if level in LOG_LEVELS else None
-        status = 200
-        code = (response.get("error") or {}).get("code")
-        if call.modern and code in (HEADER_MISMATCH, UNSUPPORTED_VERSION):
-            status = 400   # 2026-07-28 HTTP rules, when the server itself refused the envelope
-        elif call.modern and code == eras.METHOD_NOT_FOUND:
-            status = 404
-        return httpio.json_reply(status, response)
 
     # GET: the session's stream ----------------------------------------------------------------------------
     async def _get(self, conn: httpio.HttpConnection, headers: dict[str, str]) -> Reply | None:
