@@ -214,6 +214,12 @@ class SessionTable:
                 return session_id
         return None
 
+    def deliver_to(self, message: dict[str, Any], session_id: str | None) -> None:
+        """One session's GET stream (kept for its resume like any of its messages)."""
+        session = self._by_id.get(session_id) if session_id is not None else None
+        if session is not None:
+            session.deliver(message)
+
     def only_to(self, session_id: str) -> tuple[Sink, Placer]:
         """Sinks that reach one session only: an isolated session's own server talks to no one else."""
 

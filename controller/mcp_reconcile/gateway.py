@@ -91,6 +91,7 @@ class Gateway:
         link.cancel_on_timeout = self.era == "handshake"
         link.on_unrouted = self._sessions.fan_out
         link.on_server_request = self._sessions.to_a_stream
+        link.to_session = self._sessions.deliver_to
 
     def swap(self, link: ServerLink, *, era: str, initialize_result: dict[str, Any] | None,
              discover_result: dict[str, Any] | None, serves_modern: bool, token: str | None) -> None:
@@ -519,6 +520,7 @@ class Gateway:
         """What an isolated session's server sends on its own goes to that session only."""
         link.cancel_on_timeout = True
         link.on_unrouted, link.on_server_request = self._sessions.only_to(session_id)
+        link.to_session = self._sessions.deliver_to
 
     def _session_ended(self, session_id: str) -> None:
         if self.isolation is not None:

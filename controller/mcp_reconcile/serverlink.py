@@ -9,6 +9,7 @@ the clients chose, each message the server sends finds its way back:
   client declared the capability, under an id of ours; that client's response is sent back under the
   server's id. With no such request in flight `on_server_request` may place it (a client's GET stream);
   failing that the server gets an error saying no connected client can answer;
+- `notifications/cancelled` for a server request goes to the client holding it, under the id that client knows;
 - other notifications (list_changed, resources/updated, ...) go to `on_unrouted`, which fans them out.
 
 Stdlib only: one runner per server, so this module's imports are its memory floor.
@@ -95,6 +96,7 @@ class ServerRequest:
 
     server_id: Any
     scope: str | None
+    sink: Sink | None = None   # the in-flight request's stream that carried it (None: the session's GET stream)
 
 
 class ServerLink:
@@ -115,6 +117,8 @@ class ServerLink:
         self.on_unrouted: Sink = lambda message: None
         # places a server request no in-flight request can take; returns the session it went to, or None
         self.on_server_request: Callable[[dict[str, Any], str | None], str | None] = lambda message, cap: None
+        # a message for one session's GET stream (the server cancels a request it put there)
+        self.to_session: Callable[[dict[str, Any], str | None], None] = lambda message, session_id: None
 
     # client -> server -------------------------------------------------------------------------------------
     async def request(self, message: dict[str, Any], *, timeout_s: float, scope: str | None = None,
@@ -305,6 +309,9 @@ class ServerLink:
             if pending.sink is not None:
                 pending.sink({**message, "params": {**params, "progressToken": pending.progress_token}})
             return
+        if method == "notifications/cancelled":   # the server gave up on a request it sent a client, or on nothing
+            self._server_request_cancelled(message, params)
+            return
         if method == "notifications/message":
             streaming = self._newest(lambda p: p.sink is not None and p.method not in LOGS_NOTHING)
             if streaming is not None and streaming.sink is not None:
@@ -320,7 +327,7 @@ class ServerLink:
         self._next_id += 1
         forwarded = {**message, "id": key}
         if target is not None and target.sink is not None:
-            self._remember(key, ServerRequest(message["id"], target.scope))
+            self._remember(key, ServerRequest(message["id"], target.scope, target.sink))
             target.sink(forwarded)
             return
         placed = self.on_server_request(forwarded, capability)
@@ -332,6 +339,18 @@ class ServerLink:
             "message": f"no connected client can answer {method}" + (
                 f" (none declared the {capability} capability with a request in flight or an open stream)"
                 if capability else " (no client has a request in flight or an open stream)")}})
+
+    def _server_request_cancelled(self, message: dict[str, Any], params: dict[str, Any]) -> None:
+        """To the client holding that request, under the id it knows; it stops asking its user."""
+        for key, asked in self._server_requests.items():
+            if asked.server_id == params.get("requestId"):
+                del self._server_requests[key]
+                cancel = {**message, "params": {**params, "requestId": key}}
+                if asked.sink is not None:
+                    asked.sink(cancel)
+                else:
+                    self.to_session(cancel, asked.scope)
+                return
 
     def _remember(self, key: str, request: ServerRequest) -> None:
         self._server_requests[key] = request

@@ -220,6 +220,33 @@ def test_server_messages_reach_the_client_whose_request_is_in_flight_over_sse(
     assert "sampling" in reply["error"]["message"]
 
 
+GIVES_UP_ON_THE_CLIENT = ASKS_THE_CLIENT.replace(
+    'reply = json.loads(sys.stdin.readline())',
+    'send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "srv-1", '
+    '"reason": "took too long"}}); reply = "gave up"')
+
+
+def test_a_server_cancelling_its_request_tells_the_client_holding_it_under_the_id_it_knows(
+        runners: Runners, tmp_path: Path) -> None:
+    script = tmp_path / "gives_up.py"
+    script.write_text(GIVES_UP_ON_THE_CLIENT)
+    runner = runners.start([sys.executable, "-u", str(script)])
+    session = post(runner, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {"sampling": {}},
+        "clientInfo": {"name": "test", "version": "1"}}}).headers["mcp-session-id"]
+    headers = {"Accept": "application/json, text/event-stream", "Mcp-Session-Id": session}
+    with httpx.Client(timeout=WAIT_S) as http:
+        response = http.post(runner.url, json=rpc("tools/call", 3, {"name": "anything", "arguments": {}}),
+                             headers=headers)
+        seen = _sse_messages(response.text.splitlines())
+        assert [m.get("method") for m in seen] == ["notifications/message", "sampling/createMessage",
+                                                   "notifications/cancelled", None]
+        asked, cancelled = seen[1], seen[2]
+        assert cancelled["params"] == {"requestId": asked["id"], "reason": "took too long"}
+        late = http.post(runner.url, headers=headers, json={"jsonrpc": "2.0", "id": asked["id"], "result": {}})
+        assert late.status_code == 400   # nothing is open under that id any more
+
+
 def test_a_server_that_crashes_on_start_leaves_its_exit_code_in_the_record(runners: Runners) -> None:
     runner = runners.start(fault_server("crash_on_start"))
     assert runner.wait_exit() == 3
