@@ -30,8 +30,6 @@ LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert"
 RESUME_WINDOW_S = 300.0
 # POST streams a session keeps for a resume at most (the oldest answered one goes first).
 MAX_POST_STREAMS = 64
-# Event ids name the runner that numbered them: a Last-Event-ID from an earlier runner matches none here.
-_EPOCH = os.urandom(4).hex()
 
 Sink = Callable[[dict[str, Any]], None]
 Placer = Callable[[dict[str, Any], str | None], str | None]
@@ -46,10 +44,14 @@ class PostStream:
     done: bool = False                   # the answer is the last event
     done_at: float | None = None
     listener: Stream | None = None       # the GET that resumed it, reading it live
+    added: int = 0
 
     def add(self, message: dict[str, Any], *, answer: bool = False) -> str:
-        event_id = f"{self.key}-{len(self.events) + 1}"
+        self.added += 1
+        event_id = f"{self.key}-{self.added}"
         self.events.append((event_id, message))
+        if len(self.events) > MAX_STREAM_BACKLOG:   # a resume from before the kept ones finds nothing
+            del self.events[0]
         if answer:
             self.done, self.done_at = True, time.monotonic()
         if self.listener is not None:
@@ -97,20 +99,31 @@ class Session:
     stream_closed_at: float | None = None   # monotonic time its last GET stream ended (None: open, or never)
     post_streams: dict[str, PostStream] = field(default_factory=dict)   # POST streams not read to the answer
     posts: int = 0
+    # event ids name the runner that numbered them (runners are forked from one template, so per session, not
+    # per module): a Last-Event-ID from an earlier runner of this session matches none here
+    epoch: str = field(default_factory=lambda: os.urandom(4).hex())
 
     def open_post_stream(self) -> PostStream:
         """A POST's SSE stream, resumable until its answer is read (or RESUME_WINDOW_S after it came)."""
-        now = time.monotonic()
-        for key, kept in list(self.post_streams.items()):
-            if kept.done_at is not None and now - kept.done_at > RESUME_WINDOW_S:
-                del self.post_streams[key]
+        self.forget_answered_post_streams()
         if len(self.post_streams) >= MAX_POST_STREAMS:
             oldest = next((key for key, kept in self.post_streams.items() if kept.done), None)
             del self.post_streams[oldest or next(iter(self.post_streams))]
         self.posts += 1
-        stream = PostStream(f"{_EPOCH}-p{self.posts}")
+        stream = PostStream(f"{self.epoch}-p{self.posts}")
         self.post_streams[stream.key] = stream
         return stream
+
+    def forget_answered_post_streams(self) -> None:
+        """POST streams answered more than RESUME_WINDOW_S ago: their client is not coming back for them."""
+        now = time.monotonic()
+        for key, kept in list(self.post_streams.items()):
+            if kept.done_at is not None and now - kept.done_at > RESUME_WINDOW_S:
+                del self.post_streams[key]
+
+    def names_a_post_stream(self, last_event_id: str) -> bool:
+        """Whether an event id has the form of a POST stream's (kept or not)."""
+        return "-p" in last_event_id
 
     def post_stream_of(self, last_event_id: str) -> PostStream | None:
         """The POST stream an event id of it names (None: a GET-stream id, or one not kept)."""
@@ -139,7 +152,7 @@ class Session:
                 self.stream.put(message)
             return
         self.sent += 1
-        event_id = f"{_EPOCH}-{self.sent}"
+        event_id = f"{self.epoch}-{self.sent}"
         self.history.append((event_id, message))
         if self.stream is not None:
             self.stream.put(message, event_id)
@@ -219,6 +232,12 @@ class SessionTable:
         session = self._by_id.get(session_id) if session_id is not None else None
         if session is not None:
             session.deliver(message)
+
+    def sweep(self) -> None:
+        """Drop what no client will resume any more (the gateway's periodic sweep)."""
+        for session in self._by_id.values():
+            if session.post_streams:
+                session.forget_answered_post_streams()
 
     def only_to(self, session_id: str) -> tuple[Sink, Placer]:
         """Sinks that reach one session only: an isolated session's own server talks to no one else."""

@@ -327,7 +327,7 @@ class Gateway:
                         await link.notify(message, scope=call.session_id)
         except SessionGone:
             return self._session_gone(call)
-        except ServerUnavailable:
+        except (ServerUnavailable, TimeoutError):
             return Reply(503, b"", [("Retry-After", "1")])
         return Reply(202)
 
@@ -356,9 +356,10 @@ class Gateway:
             link = await self._link_for(call)
         except SessionGone:
             return self._session_gone(call)
-        except ServerUnavailable as exc:
+        except (ServerUnavailable, TimeoutError) as exc:   # TimeoutError: an isolated session's server restarting
             return httpio.error_reply(503, call.message.get("id"), SERVER_UNAVAILABLE,
-                                      f"MCP server unavailable: {exc}", [("Retry-After", "1")])
+                                      f"MCP server unavailable: {exc or 'it did not start in time'}",
+                                      [("Retry-After", "1")])
         record = PostRecord(call.session) if call.session is not None and not call.modern else None
         out = httpio.SseOut(conn, record) if call.wants_stream else None
         asked: list[dict[str, Any]] = []
@@ -469,8 +470,11 @@ class Gateway:
         if session is None:
             return Reply(404, b"session not found\n")
         last_event_id = headers.get("last-event-id")
-        post = session.post_stream_of(last_event_id) if last_event_id else None
-        if post is not None and last_event_id is not None:
+        if last_event_id is not None and session.names_a_post_stream(last_event_id):
+            post = session.post_stream_of(last_event_id)
+            if post is None:   # not the session's GET stream either: leave that one alone
+                return Reply(400, b"Last-Event-ID names a POST stream this runner no longer keeps (answered and "
+                                  b"read, answered over 300 s ago, or numbered by an earlier runner)\n")
             return await self._resume_post(conn, session, post, last_event_id)
         stream = session.open_stream(last_event_id)   # one per session: the newer one replaces it
         await conn.start_stream([("Mcp-Session-Id", session_id)])
@@ -537,6 +541,7 @@ class Gateway:
             cutoff = loop.time() - IDLE_TIMEOUT_S
             for writer in [writer for writer, since in self._waiting.items() if since < cutoff]:
                 writer.close()
+            self._sessions.sweep()
             if self.isolation is None:
                 continue
             for session_id in self.isolation.idle():

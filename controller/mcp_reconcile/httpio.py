@@ -107,13 +107,15 @@ class Interim:
         self.open = True
         self._wake: asyncio.Future[None] | None = None
 
-    def put(self, message: dict[str, Any]) -> None:
+    def put(self, message: dict[str, Any]) -> bool:
+        """Take a message for the stream; False once the stream is over (the caller finds it another way)."""
         if not self.open:
-            return
+            return False
         if len(self.messages) >= MAX_STREAM_BACKLOG:
             self.messages.popleft()
         self.messages.append(message)
         self.rouse()
+        return True
 
     def rouse(self) -> None:
         """Wake `next` (a message came, or the answer: ServerLink calls this as it resolves the request)."""
@@ -215,7 +217,9 @@ class HttpConnection:
         self.close_after = False        # the current reply ends the connection
         self._chunked = False           # the current SSE stream is sent in chunks (HTTP/1.1)
         self._head_bytes = 0            # bytes read while the newest request's head is unfinished
+        self._head_of: Request | None = None   # that request
         self._refusal: BadRequest | None = None   # what the connection's next unparsable request gets
+        self._unread = False            # a request was answered before its body was read whole
 
     async def _feed(self) -> bool:
         """Read once more and parse it; False at end of input. A malformed request after complete ones is
@@ -232,8 +236,11 @@ class HttpConnection:
         try:
             self._parse.parser.feed_data(data)
             self._bound_head(len(data))
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade:   # llhttp stops at the head: its body and what follows go unparsed
             self._upgraded = True
+            if self._parse.requests:
+                self._parse.requests[-1].complete = False
+            self._refusal = BadRequest(400, "protocol upgrades are not served here: plain HTTP/1.1 only")
         except (httptools.HttpParserError, BadRequest) as exc:
             if isinstance(exc, BadRequest):
                 self._refusal = exc
@@ -249,15 +256,18 @@ class HttpConnection:
         return True
 
     def _bound_head(self, fed: int) -> None:
-        """llhttp hands a header over only once its line ends: bound the bytes of a head still unfinished
-        (one read of an earlier request's body may be counted with them)."""
+        """llhttp hands a header over only once its line ends: bound the bytes read while one request's head is
+        unfinished (the read that began it may hold earlier requests too, so the bound is max_head + a read)."""
         requests = self._parse.requests
-        if requests and not requests[-1].head_done:
-            self._head_bytes += fed
-            if self._head_bytes > self._parse.max_head + READ_CHUNK:
-                raise BadRequest(431, "request header fields too large")
-        else:
-            self._head_bytes = 0
+        newest = requests[-1] if requests else None
+        if newest is None or newest.head_done:
+            self._head_of, self._head_bytes = None, 0
+            return
+        if newest is not self._head_of:   # a new request's head began in this read
+            self._head_of, self._head_bytes = newest, 0
+        self._head_bytes += fed
+        if self._head_bytes > self._parse.max_head + READ_CHUNK:
+            raise BadRequest(431, "request header fields too large")
 
     async def next_request(self, head_timeout_s: float) -> Request | None:
         """The next request with its head parsed (None: the client closed the connection). Waiting for a first
@@ -281,7 +291,7 @@ class HttpConnection:
             if request.headers.get("expect", "").lower() == "100-continue" and request.http11:
                 self.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")   # curl asks before sending a larger body
             async with asyncio.timeout(timeout_s):
-                while not request.complete:
+                while not (request.complete or request.too_large):   # too large: 413 now, not at its end
                     if not await self._feed():
                         raise ConnectionError("client went away mid-request")
         return None if request.too_large else b"".join(request.body)
@@ -289,7 +299,8 @@ class HttpConnection:
     async def close(self) -> None:
         """End the connection; lingering first if the client may still be sending what was not read."""
         try:
-            if self._refusal is not None or any(not request.complete for request in self._parse.requests):
+            if self._refusal is not None or self._unread or \
+                    any(not request.complete for request in self._parse.requests):
                 with contextlib.suppress(ConnectionError, TimeoutError, OSError, RuntimeError):
                     if self.writer.can_write_eof():
                         self.writer.write_eof()
@@ -304,6 +315,7 @@ class HttpConnection:
         """The request is answered: True when the connection may carry the next one."""
         if self._parse.requests and self._parse.requests[0] is request:
             self._parse.requests.popleft()
+        self._unread = self._unread or not request.complete
         return request.complete and not self.close_after
 
     def _head(self, status: int, headers: list[tuple[str, str]]) -> list[bytes]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 METHOD_NOT_FOUND = -32601
+REQUEST_CANCELLED = -32800   # what a POST whose request its client cancelled is answered (the server answers none)
 # Server-to-client requests, and the client capability each needs (ping needs none).
 CAPABILITY_OF = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
 # Requests during which a server does not ask its client anything: a sampling or elicitation request is never
@@ -37,7 +38,7 @@ LOGS_NOTHING = frozenset({"ping", "initialize", "server/discover"})
 # Server-to-client requests remembered while their answer is awaited; the oldest is dropped beyond this.
 MAX_OPEN_SERVER_REQUESTS = 1024
 
-Sink = Callable[[dict[str, Any]], None]
+Sink = Callable[[dict[str, Any]], object]   # may return False: "not taken"
 
 
 def can_answer(capabilities: dict[str, Any], request: dict[str, Any]) -> bool:
@@ -216,6 +217,13 @@ class ServerLink:
             if runner_id is None:
                 return
             message = {**message, "params": {**params, "requestId": runner_id}}
+            await self._send(message)
+            cancelled = self._pending.get(runner_id)
+            if cancelled is not None:   # the server will not answer it: the waiting POST ends now, not at its timeout
+                cancelled.resolve({"jsonrpc": "2.0", "id": runner_id, "error": {
+                    "code": REQUEST_CANCELLED, "message": "request cancelled by the client"}})
+                self._settle(cancelled)
+            return
         await self._send(message)
 
     async def answer_server(self, message: dict[str, Any], *, scope: str | None) -> bool:
@@ -294,6 +302,7 @@ class ServerLink:
         pending = self._pending.get(runner_id) if isinstance(runner_id, int) else None
         if pending is not None:
             pending.resolve(message)
+            self._settle(pending)   # answered: no log line or server request is routed to it any more
 
     def _route_notification(self, message: dict[str, Any], method: str) -> None:
         params = message.get("params") if isinstance(message.get("params"), dict) else {}
@@ -346,9 +355,7 @@ class ServerLink:
             if asked.server_id == params.get("requestId"):
                 del self._server_requests[key]
                 cancel = {**message, "params": {**params, "requestId": key}}
-                if asked.sink is not None:
-                    asked.sink(cancel)
-                else:
+                if asked.sink is None or asked.sink(cancel) is False:   # that call is over: its session's stream
                     self.to_session(cancel, asked.scope)
                 return
 

@@ -134,8 +134,37 @@ def test_a_post_stream_dropped_mid_call_resumes_with_last_event_id_up_to_the_ans
     assert answer["id"] == 7 and answer["result"]["content"][0]["text"] == "long done"
     assert all(event_id and event_id != last_id for event_id, _ in rest)
 
-    # the answer was read: the session keeps nothing of that stream, and the id now names nothing to replay
-    assert asyncio.run(_events(runner, session, 0, last_event_id=last_id)) == []
+    # the answer was read: the session keeps nothing of that stream; resuming it again is refused plainly, and
+    # the session's own GET stream is not disturbed by the attempt
+    again = httpx.get(runner.url, headers={"Accept": "text/event-stream", "Mcp-Session-Id": session,
+                                           "Last-Event-ID": last_id}, timeout=WAIT_S)
+    assert again.status_code == 400 and "no longer keeps" in again.text
+
+
+def test_a_call_its_client_cancels_is_answered_at_once_not_at_the_timeout(runners: Runners) -> None:
+    runner = runners.start(fault_server("traffic"))
+    session = initialize(runner).headers["mcp-session-id"]
+    headers = {"Accept": "application/json, text/event-stream", "Mcp-Session-Id": session}
+
+    async def call_then_cancel() -> dict[str, Any]:
+        call = rpc("tools/call", 9, {"name": "wait", "arguments": {"gate": "never", "label": "c"},
+                                     "_meta": {"progressToken": "t"}})
+        async with httpx.AsyncClient(timeout=WAIT_S) as http, \
+                http.stream("POST", runner.url, json=call, headers=headers) as reply:
+            lines = reply.aiter_lines()
+            async for line in lines:
+                if line.startswith("data: "):   # "c waiting": the call is in the server's hands
+                    break
+            cancelled = await http.post(runner.url, headers=headers, json={
+                "jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 9}})
+            assert cancelled.status_code == 202
+            async for line in lines:
+                if line.startswith("data: "):
+                    return json.loads(line[6:])
+        raise AssertionError("the POST stream ended without an answer")
+
+    answer = asyncio.run(asyncio.wait_for(call_then_cancel(), WAIT_S))
+    assert answer["id"] == 9 and answer["error"]["code"] == -32800
 
 
 def test_a_post_stream_whose_answer_came_while_the_client_was_away_replays_it_whole(runners: Runners) -> None:
