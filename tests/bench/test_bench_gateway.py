@@ -117,11 +117,14 @@ def _measure(endpoint: str, pid: int, clients: int) -> Measured:
 
 def _wrk_rounds(endpoints: dict[str, str], clients: int, scripts: Path) -> dict[str, tuple[load.WrkRun, ...]]:
     """WRK_ROUNDS short wrk runs per endpoint, the endpoints taking turns: on a shared, noisy box a burst of
-    load elsewhere then hits every endpoint about alike, and the median round is the figure. An endpoint named
+    load elsewhere then hits every endpoint about alike, and the median round is the figure. The order rotates
+    from round to round, so no endpoint always runs right after the same one. An endpoint named
     "NAME json" is NAME's, called with `Accept: application/json` only (no SSE offered)."""
     runs: dict[str, list[load.WrkRun]] = {name: [] for name in endpoints}
-    for _ in range(WRK_ROUNDS if load.WRK else 0):
-        for name, endpoint in endpoints.items():
+    names = list(endpoints)
+    for round_ in range(WRK_ROUNDS if load.WRK else 0):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:   # each round starts elsewhere
+            endpoint = endpoints[name]
             accept = {"accept": "application/json"} if name.endswith(" json") else {}
             runs[name].append(load.via_wrk(endpoint, clients, scripts / f"{name.replace(' ', '-')}.lua", **accept))
     return {name: tuple(found) for name, found in runs.items()}
