@@ -53,6 +53,12 @@ BODY_TIMEOUT_S = 30.0
 _LOOPBACK_ORIGIN = re.compile(r"http://(127\.0\.0\.1|localhost)(:\d{1,5})?")
 
 
+def _unavailable(request_id: Any, message: str, *, retry_after_s: int = 1, data: Any = None) -> Reply:
+    """503: the server cannot take the request now; the client may retry after `retry_after_s`."""
+    return httpio.error_reply(503, request_id, SERVER_UNAVAILABLE, message, [("Retry-After", str(retry_after_s))],
+                              data=data)
+
+
 class Gateway:
     """The loopback Streamable HTTP endpoint of one runner."""
 
@@ -289,12 +295,9 @@ class Gateway:
         try:
             response = await self.isolation.open(session_id, message)
         except SessionLimit as exc:
-            return httpio.error_reply(503, message.get("id"), SERVER_UNAVAILABLE, f"session limit reached: {exc}",
-                                      [("Retry-After", "5")])
+            return _unavailable(message.get("id"), f"session limit reached: {exc}", retry_after_s=5)
         except (ServerUnavailable, TimeoutError, OSError) as exc:
-            return httpio.error_reply(503, message.get("id"), SERVER_UNAVAILABLE,
-                                      f"could not start this session's server: {exc or 'timed out'}",
-                                      [("Retry-After", "1")])
+            return _unavailable(message.get("id"), f"could not start this session's server: {exc or 'timed out'}")
         result = response.get("result")
         if not isinstance(result, dict):
             return httpio.json_reply(200, {**response, "id": message.get("id")})
@@ -357,9 +360,7 @@ class Gateway:
         except SessionGone:
             return self._session_gone(call)
         except (ServerUnavailable, TimeoutError) as exc:   # TimeoutError: an isolated session's server restarting
-            return httpio.error_reply(503, call.message.get("id"), SERVER_UNAVAILABLE,
-                                      f"MCP server unavailable: {exc or 'it did not start in time'}",
-                                      [("Retry-After", "1")])
+            return _unavailable(call.message.get("id"), f"MCP server unavailable: {exc or 'it did not start in time'}")
         record = PostRecord(call.session) if call.session is not None and not call.modern else None
         out = httpio.SseOut(conn, record) if call.wants_stream else None
         asked: list[dict[str, Any]] = []
@@ -401,8 +402,7 @@ class Gateway:
                                        sink=relay.put if relay else None, capabilities=capabilities,
                                        on_done=relay.rouse if relay else None)
         except ServerUnavailable as exc:
-            return httpio.error_reply(503, call.message.get("id"), SERVER_UNAVAILABLE,
-                                      f"MCP server unavailable: {exc}", [("Retry-After", "1")])
+            return self._failed(exc, call)
         if relay is None or out is None:
             return await self._outcome(link.finish(pending), call)
         try:
@@ -444,19 +444,21 @@ class Gateway:
         return {key: answer.get("result") for key, answer in answers.items()}, None
 
     async def _outcome(self, forwarded: Awaitable[dict[str, Any]], call: Call) -> dict[str, Any] | Reply:
-        request_id = call.message.get("id")
         try:
             return await forwarded
-        except ServerExited as exc:   # delivered, then the server went away: a client must not blindly resend it
-            return httpio.error_reply(503, request_id, SERVER_UNAVAILABLE, f"MCP server unavailable: {exc} while "
-                                      "answering this request (it may have acted on it)", [("Retry-After", "1")],
-                                      data={"forwarded": True})
-        except ServerUnavailable as exc:
-            return httpio.error_reply(503, request_id, SERVER_UNAVAILABLE, f"MCP server unavailable: {exc}",
-                                [("Retry-After", "1")])
-        except TimeoutError:
-            return httpio.error_reply(504, request_id, REQUEST_TIMED_OUT,
-                                f"MCP server did not answer within {self.request_timeout_s:g} s")
+        except (ServerUnavailable, TimeoutError) as exc:
+            return self._failed(exc, call)
+
+    def _failed(self, exc: ServerUnavailable | TimeoutError, call: Call) -> Reply:
+        """What the client is told when its forwarded request got no answer from the server."""
+        request_id = call.message.get("id")
+        if isinstance(exc, ServerExited):   # delivered, then the server went away: a client must not blindly resend
+            return _unavailable(request_id, f"MCP server unavailable: {exc} while answering this request (it may "
+                                "have acted on it)", data={"forwarded": True})
+        if isinstance(exc, ServerUnavailable):
+            return _unavailable(request_id, f"MCP server unavailable: {exc}")
+        return httpio.error_reply(504, request_id, REQUEST_TIMED_OUT,
+                                  f"MCP server did not answer within {self.request_timeout_s:g} s")
 
     # GET: the session's stream ----------------------------------------------------------------------------
     async def _get(self, conn: httpio.HttpConnection, headers: dict[str, str]) -> Reply | None:

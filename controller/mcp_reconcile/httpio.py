@@ -164,7 +164,6 @@ class _Parse:
         self.max_head, self.max_body = max_head, max_body
         self.requests: deque[Request] = deque()
         self.parser = httptools.HttpRequestParser(self)
-        self.head_too_large = False
 
     def on_message_begin(self) -> None:
         self.requests.append(Request())
@@ -172,8 +171,7 @@ class _Parse:
     def _grow_head(self, size: int) -> None:
         current = self.requests[-1]
         current.head_size += size
-        if current.head_size > self.max_head:
-            self.head_too_large = True
+        if current.head_size > self.max_head:   # llhttp wraps it: HttpParserCallbackError, this as its context
             raise BadRequest(431, "request header fields too large")
 
     def on_url(self, url: bytes) -> None:
@@ -242,12 +240,9 @@ class HttpConnection:
                 self._parse.requests[-1].complete = False
             self._refusal = BadRequest(400, "protocol upgrades are not served here: plain HTTP/1.1 only")
         except (httptools.HttpParserError, BadRequest) as exc:
-            if isinstance(exc, BadRequest):
-                self._refusal = exc
-            elif self._parse.head_too_large:
-                self._refusal = BadRequest(431, "request header fields too large")
-            else:
-                self._refusal = BadRequest(400, f"malformed request: {exc.__context__ or exc}")
+            cause = exc if isinstance(exc, BadRequest) else exc.__context__   # a callback's own refusal
+            self._refusal = cause if isinstance(cause, BadRequest) else \
+                BadRequest(400, f"malformed request: {cause or exc}")
             requests = self._parse.requests
             complete = [request for request in requests if request.complete]
             requests.clear()

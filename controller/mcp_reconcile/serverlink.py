@@ -149,8 +149,7 @@ class ServerLink:
         message = self._with_progress_token(message, pending, runner_id)
         self._pending[runner_id] = pending
         self._idle.clear()
-        # a timer, not asyncio.timeout: this is every forwarded call's path, and progress moves it
-        pending.deadline = loop.call_at(loop.time() + timeout_s, self._expire, pending)
+        self._arm(pending)
         try:
             self._write({**message, "id": runner_id})
             if self._stdin.transport.get_write_buffer_size():   # the server reads slowly: wait, within the bound
@@ -186,6 +185,14 @@ class ServerLink:
             pending.future.exception()   # retrieved: whoever abandons it has its own error to report
         else:
             pending.future.cancel()
+
+    def _arm(self, pending: Pending) -> None:
+        """(Re)start the request's deadline: `timeout_s` from now. A loop timer, not asyncio.timeout: this is
+        every forwarded call's path, and progress moves it."""
+        if pending.deadline is not None:
+            pending.deadline.cancel()
+        loop = asyncio.get_running_loop()
+        pending.deadline = loop.call_at(loop.time() + pending.timeout_s, self._expire, pending)
 
     def _expire(self, pending: Pending) -> None:
         pending.resolve(error=TimeoutError())
@@ -311,10 +318,7 @@ class ServerLink:
             pending = self._pending.get(token) if isinstance(token, int) else None
             if pending is None:
                 return   # its request is answered or abandoned
-            if pending.deadline is not None:   # a server that reports progress is working: give it more time
-                pending.deadline.cancel()
-                loop = asyncio.get_running_loop()
-                pending.deadline = loop.call_at(loop.time() + pending.timeout_s, self._expire, pending)
+            self._arm(pending)   # a server that reports progress is working: give it more time
             if pending.sink is not None:
                 pending.sink({**message, "params": {**params, "progressToken": pending.progress_token}})
             return
