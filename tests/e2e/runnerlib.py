@@ -129,10 +129,11 @@ def post(runner: Runner, message: dict[str, Any], *, session: str | None = None,
     return httpx.post(runner.url, json=message, headers=all_headers, timeout=timeout_s)
 
 
-def initialize(runner: Runner, version: str = "2025-06-18", **kwargs: Any) -> httpx.Response:
+def initialize(runner: Runner, version: str = "2025-06-18", *, capabilities: dict[str, Any] | None = None,
+               **kwargs: Any) -> httpx.Response:
     return post(runner, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}},
-        **kwargs)
+        "protocolVersion": version, "capabilities": capabilities or {},
+        "clientInfo": {"name": "test", "version": "1"}}}, **kwargs)
 
 
 def modern(method: str, version: str = "2026-07-28") -> dict[str, str]:

@@ -183,9 +183,7 @@ def test_server_messages_reach_the_client_whose_request_is_in_flight_over_sse(
     script = tmp_path / "asks_the_client.py"
     script.write_text(ASKS_THE_CLIENT)
     runner = runners.start([sys.executable, "-u", str(script)])
-    capable = post(runner, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {"sampling": {}},
-        "clientInfo": {"name": "test", "version": "1"}}}).headers["mcp-session-id"]
+    capable = initialize(runner, capabilities={"sampling": {}}).headers["mcp-session-id"]
 
     async def call_and_answer_sampling() -> list[dict[str, Any]]:
         seen: list[dict[str, Any]] = []
@@ -231,9 +229,7 @@ def test_a_server_cancelling_its_request_tells_the_client_holding_it_under_the_i
     script = tmp_path / "gives_up.py"
     script.write_text(GIVES_UP_ON_THE_CLIENT)
     runner = runners.start([sys.executable, "-u", str(script)])
-    session = post(runner, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {"sampling": {}},
-        "clientInfo": {"name": "test", "version": "1"}}}).headers["mcp-session-id"]
+    session = initialize(runner, capabilities={"sampling": {}}).headers["mcp-session-id"]
     headers = {"Accept": "application/json, text/event-stream", "Mcp-Session-Id": session}
     with httpx.Client(timeout=WAIT_S) as http:
         response = http.post(runner.url, json=rpc("tools/call", 3, {"name": "anything", "arguments": {}}),

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import loopback  # tests/support (on pytest's pythonpath)
 import pytest
 
 from mcp_reconcile import httpio
@@ -150,20 +151,8 @@ async def next_read(server: EchoServer) -> bytes:
 @contextlib.asynccontextmanager
 async def connected(server: EchoServer) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
     """A loopback listener serving `server`, and one raw client connection to it."""
-    listener = await asyncio.start_server(server.serve, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
-    try:
-        async with asyncio.timeout(WAIT_S):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            yield reader, writer
-        finally:
-            writer.close()
-            async with asyncio.timeout(WAIT_S):
-                await server.finished.wait()
-    finally:
-        listener.close()
-        await listener.wait_closed()
+    async with loopback.connected(server.serve, server.finished, WAIT_S) as (reader, writer):
+        yield reader, writer
     assert not server.failures, server.failures
 
 

@@ -4,8 +4,9 @@ timeout: the client is done), and the bytes that come back are well-formed HTTP/
 ones the handler sent; valid pipelined requests, split anywhere, are all answered, in order, each with its
 own body. Two bugs the fuzzing found (fixed) keep a test each at the end.
 
-The server is test_http_wire's echo handler (tests/unit is not on sys.path, so the little of it needed is
-here), with the gateway's 413 before the body and 405; responses are parsed strictly here, not by httptools.
+The server is a variant of test_http_wire's echo handler, with the gateway's 413 before the body and 405, that
+records what it sent; the connection comes from tests/support/loopback.py, as there; responses are parsed
+strictly here, not by httptools.
 The default run is deterministic, 200 examples a test; more (random):
 
     MCPR_FUZZ_EXAMPLES=5000 .venv/bin/pytest tests/unit/test_http_wire_fuzz.py
@@ -18,10 +19,10 @@ import contextlib
 import itertools
 import os
 import re
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import loopback  # tests/support (on pytest's pythonpath)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -119,23 +120,11 @@ async def read_all(reader: asyncio.StreamReader) -> bytes:
     return bytes(received)
 
 
-@contextlib.asynccontextmanager
-async def connected(server: EchoServer) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+def connected(server: EchoServer) -> contextlib.AbstractAsyncContextManager[
+        tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
     """A loopback listener serving `server`, and one raw client connection to it; on leaving, the connection is
     closed and the server's handler has ended."""
-    listener = await asyncio.start_server(server.serve, "127.0.0.1", 0)
-    try:
-        async with asyncio.timeout(BOUND_S):
-            reader, writer = await asyncio.open_connection("127.0.0.1", listener.sockets[0].getsockname()[1])
-        try:
-            yield reader, writer
-        finally:
-            writer.close()
-            async with asyncio.timeout(BOUND_S):
-                await server.finished.wait()
-    finally:
-        listener.close()
-        await listener.wait_closed()
+    return loopback.connected(server.serve, server.finished, BOUND_S)
 
 
 async def exchange(server: EchoServer, pieces: list[bytes]) -> bytes:
